@@ -1,0 +1,147 @@
+"""Compose a run configuration with Hydra and turn its errors into one clear line.
+
+`compose_config(["model=tiny-3m", "train.lr=1e-3"])` returns a typed `RunConfig`. Group files live
+in the package (`stlm/config/conf`) so an installed `stlm` finds them; each is validated against
+the dataclasses in `stlm.config.schema`.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Sequence
+
+from omegaconf import OmegaConf
+
+from stlm.config.schema import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+
+CONFIG_MODULE = "stlm.config.conf"
+GROUPS = ("model", "data", "train", "eval", "experiment")
+_GROUP_SCHEMAS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line that says what to change."""
+
+
+def list_choices(group: str) -> list[str]:
+    """The preset names available in a config group (the YAML files shipped in the package)."""
+    folder = resources.files(CONFIG_MODULE).joinpath(group)
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _register_schemas() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for group, schema in _GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"{group}_schema", node=schema)
+
+
+def _one_line(exc: Exception, overrides: Sequence[str]) -> str:
+    parts, e = [], exc
+    while e is not None:  # Hydra wraps the informative OmegaConf error as the cause
+        parts.append(str(e))
+        e = e.__cause__
+    msg = "\n".join(parts)
+    missing = re.search(r"Could not find '([\w-]+)/([^']+)'", msg)
+    if missing:
+        group, name = missing.groups()
+        if group in GROUPS:
+            return (f"unknown {group} '{name}'; valid choices: {', '.join(list_choices(group))}")
+    key = re.search(r"Key '([^']+)' (?:is )?not in struct", msg) or re.search(
+        r"Could not override '([^']+)'", msg) or re.search(r"Key '([^']+)' not in '(\w+)'", msg)
+    if key:
+        name = key.group(1)
+        full = re.search(r"full_key: ([\w.\[\]]+)", msg)
+        where = full.group(1) if full else name
+        parent = where.rsplit(".", 1)[0] if "." in where else ""
+        valid = _valid_keys(parent)
+        hint = f"; valid keys{' in ' + parent if parent else ''}: {', '.join(valid)}" if valid else ""
+        return f"unknown config key '{where}'{hint}"
+    val = re.search(r"Value '([^']*)' (?:of type '[^']*' )?could not be converted to (\w+)", msg)
+    if val:
+        full = re.search(r"full_key: ([\w.\[\]]+)", msg)
+        return (f"bad value '{val.group(1)}' for '{full.group(1) if full else '?'}': "
+                f"expected {val.group(2)}")
+    first = next((line.strip() for line in msg.splitlines() if line.strip()), repr(exc))
+    return f"invalid configuration ({' '.join(overrides)}): {first}"
+
+
+def _valid_keys(dotted_parent: str) -> list[str]:
+    node = OmegaConf.structured(RunConfig)
+    try:
+        for part in [p for p in dotted_parent.split(".") if p]:
+            node = node[part]
+        return sorted(node.keys())
+    except Exception:
+        return []
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -> RunConfig:
+    """Compose `config.yaml` plus Hydra overrides into a validated, typed `RunConfig`."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    _register_schemas()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+        typed = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+        run = OmegaConf.to_object(typed)
+    except Exception as exc:  # Hydra and OmegaConf raise many types; all become one line
+        raise ConfigError(_one_line(exc, overrides)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    validate(run)
+    return run
+
+
+def _check_choice(where: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"bad value '{value}' for '{where}'; valid choices: {', '.join(choices)}")
+
+
+def validate(run: RunConfig) -> None:
+    """Check values the type system cannot: choices from a fixed set and simple ranges."""
+    from stlm.config import schema as s
+
+    m = run.model
+    _check_choice("model.embedder", m.embedder, s.EMBEDDERS)
+    _check_choice("model.positions", m.positions, s.POSITIONS)
+    _check_choice("model.norm", m.norm, s.NORMS)
+    _check_choice("model.attention", m.attention, s.ATTENTIONS)
+    _check_choice("model.ffn", m.ffn, s.FFNS)
+    _check_choice("model.sharing.ffn", m.sharing.ffn, s.FFN_SHARING)
+    _check_choice("model.sharing.layers", m.sharing.layers, s.LAYER_SHARING)
+    _check_choice("data.tokenizer.kind", run.data.tokenizer.kind, ("byte", "bpe", "gpt2"))
+    _check_choice("data.invalid_utf8", run.data.invalid_utf8, ("replace", "fail"))
+    _check_choice("data.sampling", run.data.sampling, ("random", "sequential"))
+    _check_choice("train.schedule", run.train.schedule, ("cosine", "linear", "constant"))
+    _check_choice("train.precision", run.train.precision, ("auto", "fp32", "bf16"))
+    kv = m.n_kv_heads or m.n_heads
+    if m.d_model % m.n_heads or m.n_heads % kv:
+        raise ConfigError(
+            f"model.d_model ({m.d_model}) must divide by model.n_heads ({m.n_heads}) and n_heads "
+            f"by model.n_kv_heads ({kv})")
+    for name in ("batch_size", "grad_accum"):
+        if getattr(run.train, name) < 1:
+            raise ConfigError(f"train.{name} must be >= 1, got {getattr(run.train, name)}")
+    if run.train.lr <= 0 or run.train.min_lr < 0 or run.train.min_lr > run.train.lr:
+        raise ConfigError("need 0 <= train.min_lr <= train.lr and train.lr > 0")
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Rebuild a `RunConfig` from its saved dictionary (e.g. a run's config.yaml)."""
+    try:
+        run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), data))
+    except Exception as exc:
+        raise ConfigError(_one_line(exc, ())) from exc
+    validate(run)
+    return run
+
+
+def to_yaml(run: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(run))

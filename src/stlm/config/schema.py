@@ -1,0 +1,201 @@
+"""Typed configuration schema: the single source of truth for every default.
+
+Hydra composes the YAML files under ``stlm/config/conf`` on top of these dataclasses, so an
+unknown key or a value of the wrong type is rejected before anything runs. A YAML preset only
+states what differs from the defaults here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+EMBEDDERS = ("token", "rrhp")
+POSITIONS = ("rope", "learned", "sincos", "none")
+NORMS = ("rmsnorm", "layernorm")
+ATTENTIONS = ("gqa", "pwa")
+FFNS = ("swiglu", "gelu", "spmlp")
+FFN_SHARING = ("none", "all", "interior")
+LAYER_SHARING = ("none", "groups")
+
+
+@dataclass
+class SharingConfig:
+    """Weight sharing across layers (ALBERT, MobiLlama, SLlama). Norms always stay per layer."""
+
+    # FFN sharing: "all" layers use one FFN; "interior" shares it across layers
+    # [interior_skip, n_layers - interior_skip) and keeps the outer layers unique.
+    ffn: str = "none"
+    interior_skip: int = 1
+    # Attention + FFN (whole-block) sharing in `groups` contiguous groups of layers
+    # (groups=1: every layer shares one block, as in SLlama's released model).
+    layers: str = "none"
+    groups: int = 1
+    # LoRA adapters of this rank on every shared linear weight, one per layer (0 = off).
+    lora_rank: int = 0
+    lora_alpha: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    """Shape and components of an embedder -> core -> head language model."""
+
+    name: str = "custom"
+    # None: take the tokenizer's vocabulary size (padded to `pad_vocab_to`).
+    vocab_size: Optional[int] = None
+    pad_vocab_to: int = 1
+    context_length: int = 256
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 8
+    n_kv_heads: Optional[int] = None  # None = n_heads (plain multi-head attention)
+    d_ff: int = 688
+    embedder: str = "token"  # token | rrhp (SLlama's repeated reduced hidden size)
+    rrhp_factor: int = 4
+    positions: str = "rope"  # rope | learned | sincos | none
+    rope_theta: float = 10000.0
+    norm: str = "rmsnorm"  # rmsnorm | layernorm
+    norm_eps: float = 1e-6
+    attention: str = "gqa"  # gqa | pwa (SLlama's permutated weight attention)
+    ffn: str = "swiglu"  # swiglu | gelu | spmlp (SLlama's shared projection MLP)
+    bias: bool = False
+    dropout: float = 0.0
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+    sharing: SharingConfig = field(default_factory=SharingConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenizerConfig:
+    """Which tokenizer turns text into ids."""
+
+    kind: str = "bpe"  # byte | bpe | gpt2
+    vocab_size: int = 1024  # bpe only: size of the trained vocabulary, specials included
+    train_chars: int = 20_000_000  # bpe only: characters of training text used to learn merges
+    # gpt2: path to r50k_base.tiktoken (or a folder holding it); bpe: an existing tokenizer.json
+    path: Optional[str] = None
+
+
+@dataclass
+class SourceConfig:
+    """One text source. `name` picks the loader; the other fields are its options."""
+
+    name: str = "grammar"
+    weight: float = 1.0
+    path: Optional[str] = None  # local file/folder (text) or local copy of a hub corpus
+    hub_id: Optional[str] = None  # override the hub dataset id
+    hub_config: Optional[str] = None
+    text_field: str = "text"
+    seed: int = 0  # grammar only: generator seed
+    max_documents: Optional[int] = None  # cap on documents read from this source
+
+
+@dataclass
+class StageConfig:
+    """A curriculum stage: train on `sources` for `tokens` tokens, then move on."""
+
+    tokens: int = 0
+    sources: List[SourceConfig] = field(default_factory=list)
+
+
+@dataclass
+class DataConfig:
+    """A corpus: sources (mixed by weight, or ordered in stages), its tokenizer and splits."""
+
+    name: str = "grammar"
+    sources: List[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    stages: List[StageConfig] = field(default_factory=list)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    # Validation split: the source's own, or this deterministic fraction of its documents.
+    val_fraction: float = 0.01
+    max_train_tokens: Optional[int] = None  # stop preparing once the train split has this many
+    max_val_tokens: Optional[int] = 1_000_000
+    invalid_utf8: str = "replace"  # replace (and count) | fail
+    num_proc: int = 2
+    cache_dir: str = ".stlm_cache"
+    hub_timeout_s: float = 10.0
+    sampling: str = "random"  # random windows | sequential pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule, budget and cadence of a training run."""
+
+    batch_size: int = 32  # sequences per micro-batch (per rank)
+    grad_accum: int = 1
+    context_length: Optional[int] = None  # None = model.context_length
+    max_steps: Optional[int] = 1000
+    max_tokens: Optional[int] = None  # budget alternatives; the smallest one wins
+    max_minutes: Optional[float] = None
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    schedule: str = "cosine"  # cosine | linear | constant
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    compile: bool = False
+    threads: Optional[int] = None  # torch CPU threads (None: torch default)
+    eval_every: int = 250
+    eval_batches: int = 20
+    log_every: int = 10
+    checkpoint_every: int = 250
+    keep_last: int = 2
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalConfig:
+    """What runs during and after training."""
+
+    minimal_pairs: bool = True  # built-in grammar minimal pairs (grammar corpus only)
+    pairs_per_paradigm: int = 200
+    pairs_seed: int = 10_007  # disjoint from every training seed by construction
+    batch_size: int = 64
+    final_val_batches: Optional[int] = None  # None: the whole validation split
+    sample_prompt: str = "Once upon a time"
+    sample_tokens: int = 48
+    tasks: List[str] = field(default_factory=list)  # zero-shot tasks after training
+    limit: Optional[int] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# A run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved resolved as `config.yaml` in the run directory."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run_name: Optional[str] = None
+    runs_dir: str = "runs"
+    seed: int = 1337
+    resume: Optional[str] = None  # path of a run directory to continue

@@ -1,0 +1,1 @@
+"""Evaluation: bits-per-byte, minimal pairs and zero-shot tasks."""

@@ -1,0 +1,6 @@
+"""Models composed as embedder -> core -> head."""
+
+from stlm.models.kv_cache import KVCache
+from stlm.models.model import LanguageModel, build_model, resolve_vocab_size
+
+__all__ = ["KVCache", "LanguageModel", "build_model", "resolve_vocab_size"]

@@ -1,0 +1,3 @@
+"""Building blocks shared by every model variant (importing this registers them)."""
+
+from stlm.models.components import attention, embedders, mlp, norms  # noqa: F401

@@ -1,0 +1,81 @@
+"""Causal self-attention with grouped-query heads (Ainslie et al., 2023, arXiv 2305.13245).
+
+`n_kv_heads == n_heads` is ordinary multi-head attention (Vaswani et al., 2017); `n_kv_heads == 1`
+is multi-query attention. Attention runs through `F.scaled_dot_product_attention`, which picks a
+flash or memory-efficient kernel where one applies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stlm.config.schema import ModelConfig
+from stlm.models.components.rope import apply_rope
+from stlm.models.kv_cache import KVCache
+from stlm.models.registry import register
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, past: int,
+                     dropout_p: float) -> torch.Tensor:
+    """SDPA over (B, H, T, D) tensors; `past` tokens of k/v precede the T new queries."""
+    if k.shape[1] != q.shape[1]:  # grouped-query: each kv head serves several query heads
+        rep = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+    t_new, t_all = q.shape[2], k.shape[2]
+    if past == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=t_new > 1, dropout_p=dropout_p)
+    if t_new == 1:  # one new token sees every cached position
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    mask = torch.ones(t_new, t_all, dtype=torch.bool, device=q.device).tril(diagonal=t_all - t_new)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+@register("attention", "gqa")
+class GroupedQueryAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.n_kv_heads = cfg.n_kv_heads or cfg.n_heads
+        self.head_dim = cfg.d_model // cfg.n_heads
+        d, kv_dim = cfg.d_model, self.n_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(d, d, bias=cfg.bias)
+        self.k_proj = nn.Linear(d, kv_dim, bias=cfg.bias)
+        self.v_proj = nn.Linear(d, kv_dim, bias=cfg.bias)
+        self.o_proj = nn.Linear(d, d, bias=cfg.bias)
+        self.o_proj.is_residual_projection = True
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, n, self.head_dim).transpose(1, 2)
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (self._heads(self.q_proj(x), self.n_heads), self._heads(self.k_proj(x), self.n_kv_heads),
+                self._heads(self.v_proj(x), self.n_kv_heads))
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        return self.resid_dropout(self.o_proj(y))
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+        q, k, v = self.project_qkv(x)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(layer_idx, k, v)
+        y = causal_attention(q, k, v, past=past, dropout_p=self.dropout if self.training else 0.0)
+        b, _, t, _ = y.shape
+        return self.output(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+
+
+def scaled_init_std(cfg: ModelConfig) -> float:
+    """GPT-2's scaled init for projections that write into the residual stream."""
+    return cfg.init_std / math.sqrt(2 * cfg.n_layers)

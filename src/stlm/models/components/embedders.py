@@ -1,0 +1,67 @@
+"""Embedders: token ids -> hidden states, with optional absolute positions.
+
+- learned absolute positions (GPT-2; Radford et al., 2019)
+- fixed sinusoidal positions (Vaswani et al., 2017)
+- none, when the core applies rotary embeddings (RoPE) inside attention
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from stlm.config.schema import ModelConfig
+from stlm.models.registry import register
+
+
+def sincos_table(n_positions: int, dim: int) -> torch.Tensor:
+    pos = torch.arange(n_positions, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n_positions, dim)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div[: dim // 2])
+    return table
+
+
+class AbsolutePositions(nn.Module):
+    """Adds a learned or sinusoidal vector per position; refuses positions past the context."""
+
+    def __init__(self, kind: str, n_positions: int, dim: int):
+        super().__init__()
+        self.kind, self.n_positions = kind, n_positions
+        if kind == "learned":
+            self.weight = nn.Parameter(torch.zeros(n_positions, dim))
+        else:
+            self.register_buffer("weight", sincos_table(n_positions, dim), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        t = x.shape[1]
+        if start + t > self.n_positions:
+            raise ValueError(f"position {start + t - 1} is past the model's context "
+                             f"({self.n_positions}); absolute positions cannot extrapolate")
+        return x + self.weight[start : start + t].to(x.dtype)
+
+
+@register("embedder", "token")
+class TokenEmbedder(nn.Module):
+    """A vocabulary x d_model table; `weight` is what embedding-head tying shares."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.token = nn.Embedding(vocab_size, cfg.d_model)
+        self.positions = (AbsolutePositions(cfg.positions, cfg.context_length, cfg.d_model)
+                          if cfg.positions in ("learned", "sincos") else None)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    @property
+    def tie_weight(self) -> nn.Parameter:
+        """The matrix an LM head may share (vocab x d_model)."""
+        return self.token.weight
+
+    def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        x = self.token(ids)
+        if self.positions is not None:
+            x = self.positions(x, start)
+        return self.dropout(x)

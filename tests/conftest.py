@@ -1,0 +1,38 @@
+"""Shared test fixtures.
+
+`shared_data("blimp")` returns a path under ../shared/data (or $STLM_SHARED_DATA). When it is
+missing the test is skipped with the reason, except under CI=true, where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("STLM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_shared(relative: str) -> Path:
+    path = SHARED_DATA / relative
+    if not path.exists():
+        reason = f"shared data {path} is missing (set STLM_SHARED_DATA or place ../shared/data)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    return require_shared
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
