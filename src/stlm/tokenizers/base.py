@@ -8,11 +8,16 @@ text) are zero bytes long and never inflate a byte count (the STLM code counted 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+EOT_TEXT = "<|endoftext|>"  # the end-of-text special token's name (GPT-2's)
+META_FILE = "stlm_tokenizer.json"  # what `save` writes next to the kind's own files
 
 
 class Tokenizer(ABC):
@@ -30,7 +35,7 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:
-        """Ids for `text`; never inserts special tokens."""
+        """Ids for `text`; never inserts special tokens (their text is encoded as ordinary text)."""
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
@@ -45,21 +50,47 @@ class Tokenizer(ABC):
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
+    def token_table(self) -> list[bytes]:
+        """`token_bytes` of every id, computed once."""
+        if getattr(self, "_token_table", None) is None:
+            self._token_table = [self.token_bytes(i) for i in range(self.vocab_size)]
+        return self._token_table
+
     def byte_lengths(self) -> np.ndarray:
         """UTF-8 length in bytes of every id (0 for specials): the bits-per-byte denominator."""
         if getattr(self, "_byte_lengths", None) is None:
-            self._byte_lengths = np.array([len(self.token_bytes(i)) for i in range(self.vocab_size)],
-                                          dtype=np.int64)
+            self._byte_lengths = np.array([len(b) for b in self.token_table()], dtype=np.int64)
         return self._byte_lengths
 
-    @abstractmethod
-    def save(self, directory: str | Path) -> None:
-        """Write the files `stlm.tokenizers.load_tokenizer(directory)` needs, plus tokenizer.json meta."""
-
     def fingerprint(self) -> str:
-        """A hash that changes whenever any id would map to different bytes."""
-        h = hashlib.sha256(f"{self.kind}:{self.vocab_size}:{self.eot_id}".encode())
-        for i in range(self.vocab_size):
-            h.update(len(self.token_bytes(i)).to_bytes(4, "little"))
-            h.update(self.token_bytes(i))
-        return h.hexdigest()[:16]
+        """A hash that changes whenever any id would map to different bytes (computed once)."""
+        if getattr(self, "_fingerprint", None) is None:
+            table = self.token_table()
+            h = hashlib.sha256(f"{self.kind}:{self.vocab_size}:{self.eot_id}".encode())
+            h.update(np.array([len(b) for b in table], dtype="<u4").tobytes())
+            h.update(b"".join(table))
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def meta(self) -> dict:
+        """What `save` records in stlm_tokenizer.json and `load_tokenizer` checks."""
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "eot_id": self.eot_id,
+                "fingerprint": self.fingerprint()}
+
+    def save(self, directory: str | Path) -> None:
+        """Write the kind's own files, then stlm_tokenizer.json (last, so its presence means complete)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_files(directory)
+        write_atomic(directory / META_FILE, json.dumps(self.meta(), indent=2).encode())
+
+    @abstractmethod
+    def _save_files(self, directory: Path) -> None:
+        """Write the files this kind needs to be rebuilt by `stlm.tokenizers.load_tokenizer`."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name beside `path`, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

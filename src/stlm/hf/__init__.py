@@ -1,0 +1,1 @@
+"""Hugging Face transformers interoperability (export and parity)."""
