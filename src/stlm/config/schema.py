@@ -121,6 +121,7 @@ class DataConfig:
     max_val_tokens: Optional[int] = 1_000_000
     invalid_utf8: str = "replace"  # replace (and count) | fail
     num_proc: int = 2
+    shard_tokens: int = 32 * 1024 * 1024  # tokens per shard file: the unit a killed prepare resumes from
     cache_dir: str = ".stlm_cache"
     hub_timeout_s: float = 10.0
     sampling: str = "random"  # random windows | sequential pass
