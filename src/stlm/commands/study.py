@@ -1,6 +1,66 @@
-"""PLACEHOLDER: replaced by the real implementation."""
+"""`stlm study sllama [--budget X] [--out DIR]`: run a predefined multi-model study."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
 from stlm.errors import UserError
-def add_arguments(p):
-    pass
-def run(args):
-    raise UserError("not implemented yet")
+
+EPILOG = """studies:
+  sllama   train llama_untied, llama_tied, sllama and SLlama's component ablations on the same
+           real text, tokens and seed; evaluate bits per byte, BLiMP (full and BabyLM-filtered)
+           and the built-in grammar's minimal pairs; write results.{md,json,png} (docs/sllama_study.md)
+
+The default budget (1) fits 2 CPU cores in about 30 minutes; use --budget 50 or more on a GPU.
+A killed study resumes when run again with the same arguments."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from stlm.study import STUDIES
+    from stlm.study.sllama import BPE_VOCAB, MODELS
+
+    p.add_argument("study", choices=sorted(STUDIES), help="which study")
+    p.add_argument("--budget", type=float, default=1.0,
+                   help="multiplies training tokens and evaluation sizes (default 1: ~30 min on 2 CPU cores)")
+    p.add_argument("--out", default=None, help="output folder (default runs/studies/<study>)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder laid out as ../shared/data (default $STLM_DATA_DIR, else ../shared/data)")
+    p.add_argument("--models", default=None, help=f"comma-separated subset of: {', '.join(MODELS)}")
+    p.add_argument("--bpe-vocab", type=int, default=BPE_VOCAB, help="BPE vocabulary trained on the corpus")
+    p.add_argument("--paper-vocab", action="store_true",
+                   help="keep the presets' 32,000 embedding rows (the paper's parameter counts; slower)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _data_root(explicit: str | None) -> Path:
+    from stlm.eval.sources import data_dir
+
+    root = data_dir(explicit)
+    if root is None:
+        root = Path("..") / "shared" / "data"
+        if not root.is_dir():
+            raise UserError("the study needs the public data folder: pass --data-dir DIR (or set "
+                            "STLM_DATA_DIR) to a folder laid out as ../shared/data")
+    return root.resolve()
+
+
+def run(args: argparse.Namespace) -> int:
+    from stlm.study.sllama import MODELS, StudySettings, run_study
+
+    if not args.budget > 0:
+        raise UserError(f"--budget must be > 0, got {args.budget}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.bpe_vocab < 260:
+        raise UserError(f"--bpe-vocab must be at least 260 (bytes and specials), got {args.bpe_vocab}")
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else MODELS
+    settings = StudySettings(budget=args.budget, out=Path(args.out or f"runs/studies/{args.study}"),
+                             data_root=_data_root(args.data_dir), models=models, bpe_vocab=args.bpe_vocab,
+                             paper_vocab=args.paper_vocab, device=args.device,
+                             threads=args.threads, progress=not args.no_progress)
+    run_study(settings)
+    return 0

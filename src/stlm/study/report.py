@@ -1,0 +1,101 @@
+"""A study's outputs: results.json (everything), results.md (the table) and results.png
+(training loss curves; BLiMP and held-out bits per byte against parameters). Files are written
+to a temporary name and renamed, so a reader never sees half a table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+JSON_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "results.png"
+
+
+def _pct(task: dict | None) -> str:
+    if not task:
+        return "n/a"
+    se = f" ± {100 * task['acc_stderr']:.1f}" if task.get("acc_stderr") is not None else ""
+    return f"{100 * task['acc']:.1f}{se}"
+
+
+def format_table(results: dict) -> str:
+    """The markdown table of a study's rows."""
+    head = ("| model | variant | tied | params (trained) | params (V=32000) | tokens | val bpb | "
+            "WikiText-2 test bpb | BLiMP % | BLiMP filtered % | grammar local % | grammar structural % |")
+    p = results["plan"]
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in results["rows"]:
+        tiers = r["grammar"]["per_tier"]
+        local, structural = (100 * tiers.get(t, float("nan")) for t in ("local", "structural"))
+        capped = "*" if r["tokens"] < p["tokens"] else ""
+        lines.append(
+            f"| {r['model']} | {r['role']} | {'yes' if r['tied'] else 'no'} | {r['parameters']:,} | "
+            f"{r['paper_parameters']:,} | {r['tokens']:,}{capped} | {r['val_bpb']:.4f} | {r['test_bpb']:.4f} | "
+            f"{_pct(r['blimp'])} | {_pct(r['blimp_filtered'])} | {local:.1f} | {structural:.1f} |")
+    blimp = "all 1,000" if p["blimp_limit"] is None else f"{p['blimp_limit']}"
+    rows = " with 32,000 embedding rows" if results["paper_vocab"] else ""
+    lines += ["", f"Budget {p['budget']:g}: {p['tokens']:,} planned training tokens per model "
+              f"({p['steps']} steps of {p['batch_size']} x {p['context']}), seed {results['seed']}, "
+              f"BPE {results['bpe_vocab']}{rows}. BLiMP: {blimp} pairs per paradigm (mean of "
+              f"paradigm accuracies ± stderr); grammar: {p['grammar_pairs']} pairs per paradigm; "
+              f"WikiText-2 test: {p['test_tokens']:,} tokens. A tie between the two sentences of a pair "
+              "counts as wrong."]
+    if any(r["tokens"] < p["tokens"] for r in results["rows"]):
+        lines.append('Tokens marked "*": the per-model time cap stopped that run before the planned '
+                     "tokens, so it is not comparable with the others (rerun on an idle or faster "
+                     "machine, or lower --budget).")
+    return "\n".join(lines)
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def plot(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stlm.runs import METRICS_FILE
+    from stlm.train.metrics import read_metrics
+
+    rows = results["rows"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for r in rows:
+        metrics = Path(r["run_dir"]) / METRICS_FILE
+        records = read_metrics(metrics) if metrics.exists() else []
+        curve = [(m["tokens"], m["loss"]) for m in records if "loss" in m]
+        if curve:
+            axes[0].plot(*zip(*curve), label=r["model"], linewidth=1)
+    axes[0].set(xlabel="training tokens", ylabel="train loss (nats/token)", title="training loss")
+    axes[0].legend(fontsize=7)
+    panels = ((axes[1], "blimp", "BLiMP accuracy (%)"), (axes[2], "test_bpb", "WikiText-2 test bpb"))
+    for ax, key, label in panels:
+        for r in rows:
+            y = 100 * r["blimp"]["acc"] if key == "blimp" else r[key]
+            ax.scatter(r["parameters"], y, marker="s" if r["tied"] else "o")
+            ax.annotate(r["model"], (r["parameters"], y), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set(xlabel="parameters (trained)", ylabel=label, title=f"{label} vs size (square: tied)")
+    if rows:
+        axes[1].axhline(50, color="grey", linewidth=0.8, linestyle="--")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out / f".tmp-{PLOT_FILE}"
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    os.replace(tmp, out / PLOT_FILE)
+
+
+def write_report(results: dict, out: Path) -> str:
+    """Write results.json, results.md and results.png into `out`; return the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_table(results)
+    _write(out / JSON_FILE, json.dumps(results, indent=1).encode())
+    _write(out / TABLE_FILE, (f"# {results['study']} study\n\n{table}\n").encode())
+    plot(results, out)
+    return table
