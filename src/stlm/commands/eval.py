@@ -1,6 +1,109 @@
-"""PLACEHOLDER: replaced by the real implementation."""
+"""`stlm eval RUN --tasks blimp,hellaswag`: zero-shot evaluation of a trained run, scored as
+lm-evaluation-harness scores it. Writes RUN/eval/<task>.json, RUN/eval/results.md and, for
+BLiMP, RUN/eval/blimp.png beside the published models and humans."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
 from stlm.errors import UserError
-def add_arguments(p):
-    pass
-def run(args):
-    raise UserError("not implemented yet")
+
+SPECIAL = {"bpb": "bits per byte on the run's validation data (or --data NAME)",
+           "grammar": "minimal pairs of the built-in grammar"}
+
+
+def _task_list() -> str:
+    from stlm.eval.tasks import TASKS
+
+    lines = [f"  {name:<17}{desc}" for name, desc in SPECIAL.items()]
+    lines += [f"  {name:<17}{task.summary}" for name, task in TASKS.items()]
+    return "\n".join(lines)
+
+
+EPILOG = f"""tasks:
+{_task_list()}
+
+Data: the Hugging Face hub by default; --data-dir DIR (or $STLM_DATA_DIR) reads local files in the
+layout of ../shared/data instead. --limit N scores a seeded random subset of N items per task (per
+BLiMP paradigm, per MMLU subject), the same every time. More tasks: --task-file my_task.yaml (see
+docs/adding_a_task.md). Any lm-evaluation-harness task: python -m stlm.eval.harness run --model stlm
+--model_args run=RUN --batch_size 64 --tasks NAME."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory (runs/<name>)")
+    p.add_argument("--tasks", help="comma-separated task names (default: the run's eval.tasks, else bpb)")
+    p.add_argument("--task-file", action="append", default=[], metavar="YAML",
+                   help="a task defined in YAML, or a folder of them (repeatable); runs them too")
+    p.add_argument("--limit", type=int, help="a seeded subset of N items per task, per subtask (BLiMP "
+                                             "paradigm, MMLU subject); grammar: N pairs per paradigm; bpb: all")
+    p.add_argument("--seed", type=int, help="seed of the --limit subset (default 1234)")
+    p.add_argument("--data-dir", help="local data folder laid out as ../shared/data (default: $STLM_DATA_DIR, "
+                                      "else the hub)")
+    p.add_argument("--data", help="bpb: evaluate on this data preset's validation split instead of the run's")
+    p.add_argument("--batch-size", type=int, help="sequences per forward pass (default: the run's eval.batch_size)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--checkpoint", default="best", help="best | last | step-N (default best)")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    from stlm.eval.output import save_task, write_results_md
+    from stlm.eval.plots import blimp_chart
+    from stlm.eval.run_tasks import run_bpb, run_grammar
+    from stlm.eval.runner import SUBSET_SEED, run_task
+    from stlm.eval.sources import data_dir
+    from stlm.eval.tasks import get_task, load_task_files
+    from stlm.runs import load_run, read_config
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    user_tasks = {t.name: t for t in load_task_files(args.task_file)}
+    if args.tasks:
+        names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+    elif user_tasks:
+        names = list(user_tasks)
+    else:
+        names = list(read_config(Path(args.run)).eval.tasks) or ["bpb"]
+    names += [n for n in user_tasks if n not in names]
+    tasks = {n: None if n in SPECIAL else get_task(n, user_tasks) for n in names}  # fail before loading
+    if args.data and "bpb" not in tasks:
+        raise UserError("--data only applies to the bpb task; add bpb to --tasks")
+    root = data_dir(args.data_dir) if any(tasks.values()) else None
+
+    loaded = load_run(args.run, args.checkpoint, _device(args.device))
+    batch_size = args.batch_size or loaded.cfg.eval.batch_size
+    seed = SUBSET_SEED if args.seed is None else args.seed
+    where = {"run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name, "step": loaded.step}
+    for name, task in tasks.items():
+        print(f"stlm eval: {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        if name == "bpb":
+            summary = run_bpb(loaded, args.data, batch_size)
+        elif name == "grammar":
+            summary = run_grammar(loaded, args.limit, batch_size)
+        else:
+            summary = run_task(task, loaded.model, loaded.tokenizer, root, args.limit, batch_size,
+                               seed=seed).summary
+        summary.update(where)
+        path = save_task(loaded.run_dir, summary)
+        print(f"stlm eval: {name} done in {time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr)
+        if name == "blimp":
+            chart = blimp_chart({loaded.run_dir.name: summary}, path.with_suffix(".png"))
+            print(f"stlm eval: BLiMP chart -> {chart}", file=sys.stderr)
+    md, table = write_results_md(loaded.run_dir)
+    print(table)
+    print(f"\n(saved {md})")
+    return 0

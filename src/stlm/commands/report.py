@@ -1,6 +1,58 @@
-"""PLACEHOLDER: replaced by the real implementation."""
+"""`stlm report RUN [RUN ...]`: evaluated runs side by side, as a markdown table and charts.
+
+Reads each run's RUN/eval/<task>.json (written by `stlm eval`) and RUN/summary.json (written by
+training) when present; writes report.md, report.png (accuracy per task, bits per byte) and, when
+any run has BLiMP results, blimp.png (per paradigm, beside the published models and humans).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
 from stlm.errors import UserError
-def add_arguments(p):
-    pass
-def run(args):
-    raise UserError("not implemented yet")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run directories (runs/<name>)")
+    p.add_argument("--out", help="folder for report.md and the charts (default: <parent of the first run>/report)")
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def run(args: argparse.Namespace) -> int:
+    from stlm.eval.output import comparison_table, load_results
+    from stlm.eval.plots import blimp_chart, compare_chart
+    from stlm.runs import SUMMARY_FILE
+    from stlm.tokenizers.base import write_atomic
+
+    paths = [Path(r) for r in args.runs]
+    for p in paths:
+        if not p.is_dir():
+            raise UserError(f"run directory {p} does not exist")
+    labels = _labels(paths)
+    results = {label: load_results(p) for label, p in zip(labels, paths)}
+    summaries = {}
+    for label, p in zip(labels, paths):
+        if (p / SUMMARY_FILE).is_file():
+            summaries[label] = json.loads((p / SUMMARY_FILE).read_text())
+    if not any(results.values()) and not summaries:
+        raise UserError(f"nothing to report: none of {', '.join(map(str, paths))} has eval/*.json or "
+                        f"{SUMMARY_FILE}; run `stlm eval RUN --tasks ...` first")
+    out = Path(args.out) if args.out else paths[0].parent / "report"
+    table = comparison_table(results, summaries)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "report.md", f"# stlm report\n\nruns: {', '.join(map(str, paths))}\n\n{table}\n".encode())
+    print(table)
+    written = [out / "report.md"]
+    if any(results.values()):
+        written.append(compare_chart(results, out / "report.png"))
+    blimp = {label: res["blimp"] for label, res in results.items() if "blimp" in res}
+    if blimp:
+        written.append(blimp_chart(blimp, out / "blimp.png"))
+    print(f"\n(saved {', '.join(map(str, written))})")
+    return 0

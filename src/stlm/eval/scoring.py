@@ -1,20 +1,39 @@
 """Log-likelihood of continuations given contexts, batched: the one scoring rule behind
 minimal pairs, multiple-choice tasks and the lm-evaluation-harness adapter.
 
-A request is (context ids, continuation ids). The model reads context + continuation[:-1] and we
-sum the log-probabilities it gives each continuation token, as lm-evaluation-harness does. Inputs
-longer than the model's context are cut from the left; the continuation is always kept whole.
-Requests are sorted by length so each batch pads little; padding goes on the right, where causal
-attention cannot see it.
+A request is (context ids, continuation ids). We sum the log-probabilities the model gives each
+continuation token after the context, as lm-evaluation-harness does (`is_greedy`: every
+continuation token is the model's argmax). Inputs longer than the model's context are cut from
+the left exactly as the harness cuts them (`(ctx + cont)[-(context_length + 1):]`), so the
+continuation is kept whole unless it alone is longer than the context window.
+
+What makes it fast, without changing any result beyond float rounding:
+- identical requests are scored once;
+- requests whose token sequences start alike share that prefix: it runs once, its keys and values
+  are cached, and each request runs only its own remainder on top of the cache (the model's KV-cache
+  decode path). The choices of a question share the question; a BLiMP pair shares the words before
+  the two sentences differ; WinoGrande's two fillings share the text before the blank. Clusters
+  come from the requests sorted by tokens, cut where neighbours share less than their other
+  neighbours do; shared lengths are rounded down to 3 significant bits so that clusters of
+  similar prefix length fill one batch;
+- the vocabulary projection and softmax run only where a continuation token is scored, once per
+  distinct position, never over the context (with a 50k vocabulary the projection is most of a
+  tiny model's work);
+- remainders are sorted by length so batches pad little; padding goes on the right, where causal
+  attention cannot see it.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from stlm.models.kv_cache import KVCache
+
+HEAD_CHUNK_ELEMENTS = 1 << 25  # logits computed at once (rows x vocab), bounds memory (~128 MiB)
 
 
 @dataclass(frozen=True)
@@ -24,41 +43,152 @@ class Score:
     n_tokens: int
 
 
+@dataclass(frozen=True)
+class _Seq:
+    """One distinct request after truncation: model inputs, the token each input position
+    predicts, and the first position whose prediction is scored (a continuation token)."""
+
+    inputs: tuple[int, ...]
+    targets: tuple[int, ...]
+    first: int
+
+
 @torch.no_grad()
 def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
                         batch_size: int = 64, device: torch.device | str | None = None) -> list[Score]:
     if device is None:
         device = next(model.parameters()).device
     max_len = model.cfg.context_length + 1
-    seqs: list[tuple[list[int], int]] = []  # (tokens, number of continuation tokens)
+    index: dict[_Seq, int] = {}
+    which = []
     for ctx, cont in requests:
         if len(cont) == 0:
             raise ValueError("a continuation must have at least one token")
         if len(ctx) == 0:
             raise ValueError("a context must have at least one token (use the end-of-text id)")
-        full = (list(ctx) + list(cont))[-max_len:]
-        seqs.append((full, min(len(cont), len(full) - 1)))
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
-    results: list[Score | None] = [None] * len(seqs)
+        full = (tuple(ctx) + tuple(cont))[-max_len:]
+        seq = _Seq(full[:-1], full[1:], len(full) - 1 - min(len(cont), len(full) - 1))
+        which.append(index.setdefault(seq, len(index)))
+    seqs = list(index)
+    logprob = torch.zeros(len(seqs), dtype=torch.float64)
+    misses = torch.zeros(len(seqs), dtype=torch.long)  # scored tokens that were not the argmax
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(seqs[i][0]) for i in idx) - 1
-            inp = torch.zeros(len(idx), width, dtype=torch.long)
-            for row, i in enumerate(idx):
-                toks = seqs[i][0][:-1]
-                inp[row, : len(toks)] = torch.tensor(toks)
-            logp = F.log_softmax(model(inp.to(device)).float(), dim=-1)
-            for row, i in enumerate(idx):
-                toks, n_cont = seqs[i]
-                n_in = len(toks) - 1
-                target = torch.tensor(toks[-n_cont:], device=device)
-                lp = logp[row, n_in - n_cont : n_in]
-                picked = lp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-                greedy = bool((lp.argmax(-1) == target).all())
-                results[i] = Score(float(picked.sum()), greedy, n_cont)
+        for prefix_len, clusters in _clusters_by_prefix_length(seqs).items():
+            for start in range(0, len(clusters), batch_size):
+                _score_chunk(model, seqs, prefix_len, clusters[start : start + batch_size], batch_size,
+                             torch.device(device), logprob, misses)
     finally:
         model.train(was_training)
-    return results  # type: ignore[return-value]
+    return [Score(float(logprob[i]), bool(misses[i] == 0), len(seqs[i].inputs) - seqs[i].first) for i in which]
+
+
+def _clusters_by_prefix_length(seqs: list[_Seq]) -> dict[int, list[list[int]]]:
+    """Group sequences that start alike; {shared prefix length: [cluster member indices]}."""
+    order = sorted(range(len(seqs)), key=lambda i: seqs[i].inputs)
+    lcp = [_common(seqs[a].inputs, seqs[b].inputs) for a, b in zip(order, order[1:])]
+    clusters: list[list[int]] = [[order[0]]] if order else []
+    for k, shared in enumerate(lcp):  # link k joins order[k] and order[k + 1]
+        weaker = shared < max(lcp[k - 1] if k else 0, lcp[k + 1] if k + 1 < len(lcp) else 0)
+        if shared == 0 or weaker:
+            clusters.append([order[k + 1]])
+        else:
+            clusters[-1].append(order[k + 1])
+    out: dict[int, list[list[int]]] = defaultdict(list)
+    for members in clusters:
+        first = seqs[members[0]].inputs
+        out[_round_down(min(_common(first, seqs[m].inputs) for m in members))].append(members)
+    return dict(sorted(out.items(), reverse=True))  # longest first: memory errors show up early
+
+
+def _round_down(n: int) -> int:
+    """`n` with only its 3 highest bits kept (shares at most 1/8 less of a prefix): prefixes of
+    nearly equal length then fill one batch, instead of many batches of a row or two."""
+    drop = max(0, n.bit_length() - 3)
+    return n >> drop << drop
+
+
+def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], batch_size: int,
+                 device: torch.device, logprob: torch.Tensor, misses: torch.Tensor) -> None:
+    """Run the clusters' shared prefixes (length p) as one batch, then every member's remainder on
+    top of its prefix's cache; add each scored token's log-probability to its sequence's total."""
+    cache = model.new_cache()
+    prefix = torch.tensor([seqs[c[0]].inputs[:p] for c in clusters], dtype=torch.long, device=device)
+    hidden = _hidden(model, prefix, cache).flatten(0, 1)  # row g * p + j: cluster g, position j
+    rows, targets, owners = [], [], []
+    for g, members in enumerate(clusters):
+        for m in members:
+            s = seqs[m]
+            for j in range(s.first, p):
+                rows.append(g * p + j)
+                targets.append(s.targets[j])
+                owners.append(m)
+    _add_scores(model, hidden, rows, targets, owners, logprob, misses)
+
+    tails = sorted(((g, m) for g, members in enumerate(clusters) for m in members if len(seqs[m].inputs) > p),
+                   key=lambda gm: -len(seqs[gm[1]].inputs))
+    for start in range(0, len(tails), batch_size):
+        batch = tails[start : start + batch_size]
+        width = len(seqs[batch[0][1]].inputs) - p
+        inp = torch.zeros(len(batch), width, dtype=torch.long)
+        rows, targets, owners = [], [], []
+        for r, (_, m) in enumerate(batch):
+            s = seqs[m]
+            inp[r, : len(s.inputs) - p] = torch.tensor(s.inputs[p:])
+            for j in range(max(s.first, p), len(s.inputs)):
+                rows.append(r * width + j - p)
+                targets.append(s.targets[j])
+                owners.append(m)
+        sub = _select(cache, torch.tensor([g for g, _ in batch], device=device))
+        hidden = _hidden(model, inp.to(device), sub).flatten(0, 1)
+        _add_scores(model, hidden, rows, targets, owners, logprob, misses)
+
+
+def _hidden(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """`LanguageModel.forward` without the head: the final hidden states (B, T, d_model)."""
+    start = cache.length
+    x = model.core(model.embedder(ids, start), start=start, cache=cache)
+    cache.advance(ids.shape[1])
+    return x
+
+
+def _select(cache: KVCache, index: torch.Tensor) -> KVCache:
+    """A cache whose row i is row `index[i]` of `cache` (one prefix under several remainders)."""
+    sub = KVCache(len(cache.keys))
+    sub.keys = [k.index_select(0, index) for k in cache.keys]
+    sub.values = [v.index_select(0, index) for v in cache.values]
+    sub.length = cache.length
+    return sub
+
+
+def _add_scores(model, hidden: torch.Tensor, rows: list[int], targets: list[int], owners: list[int],
+                logprob: torch.Tensor, misses: torch.Tensor) -> None:
+    """log p(target | hidden[row]) and whether it is the argmax, added to each owner's totals. The
+    head runs once per distinct row (a prefix position can serve several sequences), in float32."""
+    if not rows:
+        return
+    unique, where = torch.tensor(rows).unique(return_inverse=True)
+    hidden = hidden[unique.to(hidden.device)]
+    targets_t = torch.tensor(targets)
+    lp = torch.empty(len(rows), dtype=torch.float64)
+    hit = torch.empty(len(rows), dtype=torch.bool)
+    step = max(1, HEAD_CHUNK_ELEMENTS // model.vocab_size)
+    for start in range(0, hidden.shape[0], step):
+        logits = model.head(hidden[start : start + step]).float()
+        lse, top = logits.logsumexp(-1).cpu(), logits.argmax(-1).cpu()
+        mine = (where >= start) & (where < start + step)
+        r, t = where[mine] - start, targets_t[mine]
+        lp[mine] = (logits[r.to(logits.device), t.to(logits.device)].cpu() - lse[r]).double()
+        hit[mine] = top[r] == t
+    owners_t = torch.tensor(owners)
+    logprob.index_add_(0, owners_t, lp)
+    misses.index_add_(0, owners_t, (~hit).long())

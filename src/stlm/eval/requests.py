@@ -1,0 +1,42 @@
+"""Text requests -> token requests, split exactly as lm-evaluation-harness's `TemplateLM` does.
+
+For a (context, continuation) pair of strings:
+- trailing whitespace of the context moves to the front of the continuation;
+- the context and the whole string context + continuation are tokenized separately, and the
+  continuation's tokens are the whole's tokens after the first len(context tokens); so a merge
+  across the boundary is attributed to the continuation, as in the harness;
+- an empty context becomes the end-of-text token, the continuation is tokenized alone (the
+  harness's check for a continuation that itself starts with that token never fires: our
+  tokenizers never emit special tokens from text).
+Strings are tokenized once each (a context shared by four choices is encoded once).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from stlm.tokenizers.base import Tokenizer
+
+
+def split_pair(context: str, continuation: str) -> tuple[str, str]:
+    """Move the context's trailing whitespace to the continuation (`TemplateLM._encode_pair`)."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces > 0:
+        return context[:-n_spaces], context[-n_spaces:] + continuation
+    return context, continuation
+
+
+def encode_requests(tokenizer: Tokenizer,
+                    pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    """Token ids (context, continuation) for each text pair, as the harness computes them."""
+    split = [split_pair(c, x) if c else (c, x) for c, x in pairs]
+    texts = sorted({t for c, x in split for t in ((c, c + x) if c else (x,))})
+    ids = dict(zip(texts, tokenizer.encode_batch(texts)))
+    out = []
+    for context, continuation in split:
+        if not context:  # the harness's empty context: the end-of-text token as prefix
+            out.append(([tokenizer.eot_id], ids[continuation]))
+            continue
+        ctx = ids[context]
+        out.append((ctx, ids[context + continuation][len(ctx):]))
+    return out

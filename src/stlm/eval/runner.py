@@ -1,0 +1,88 @@
+"""Run one multiple-choice task on a model: read examples, pick the subset, build lm-eval's
+requests, score them in batches, and summarise.
+
+`--limit N` takes a seeded random sample of N examples (per subtask: per BLiMP paradigm, per MMLU
+subject, as lm-eval's --limit applies per task), kept in file order. The same N and seed give the
+same subset on every run and machine; it is not the first N (files are often sorted by type).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from stlm.eval.metrics import ItemResult, judge, summarize
+from stlm.eval.requests import encode_requests
+from stlm.eval.scoring import score_continuations
+from stlm.eval.sources import Record
+from stlm.eval.tasks.base import Item, MultipleChoiceTask
+from stlm.tokenizers.base import Tokenizer
+
+SUBSET_SEED = 1234
+
+
+def select_subset(records: Sequence[Record], limit: int | None, task: str,
+                  seed: int = SUBSET_SEED) -> list[Record]:
+    """`limit` records per subtask (all when None), sampled with a generator seeded by
+    (seed, task, subtask), returned in their original order."""
+    if limit is None:
+        return list(records)
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    by_sub: dict[str | None, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_sub[r.subtask].append(i)
+    keep: list[int] = []
+    for sub, indices in by_sub.items():
+        rng = random.Random(f"{seed}/{task}/{sub}")
+        keep += indices if len(indices) <= limit else rng.sample(indices, limit)
+    return [records[i] for i in sorted(keep)]
+
+
+@dataclass
+class TaskRun:
+    """A task's summary (what goes to JSON) and its per-item outcomes (for checks and tests)."""
+
+    summary: dict
+    items: list[Item]
+    results: list[ItemResult]
+
+
+def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: Sequence[Item], batch_size: int = 64,
+                device: torch.device | str | None = None) -> list[ItemResult]:
+    pairs = [req for item in items for req in item.requests]
+    scores = score_continuations(model, encode_requests(tokenizer, pairs), batch_size, device)
+    out, pos = [], 0
+    for item in items:
+        n = len(item.requests)
+        out.append(judge(item, [s.logprob for s in scores[pos : pos + n]]))
+        pos += n
+    return out
+
+
+def run_task(task: MultipleChoiceTask, model: torch.nn.Module, tokenizer: Tokenizer, root: Path | None,
+             limit: int | None = None, batch_size: int = 64, device: torch.device | str | None = None,
+             seed: int = SUBSET_SEED) -> TaskRun:
+    start = time.perf_counter()
+    records = task.records(root)
+    items = [task.item(r) for r in records]  # validates every example, not just the subset
+    if limit is not None:
+        chosen = {id(r) for r in select_subset(records, limit, task.name, seed)}
+        items = [it for r, it in zip(records, items) if id(r) in chosen]
+    loaded = time.perf_counter()
+    results = score_items(model, tokenizer, items, batch_size, device)
+    scored = time.perf_counter()
+    sources = {r.source for r in records}
+    summary = {"task": task.name, "split": task.split,
+               "source": sources.pop() if len(sources) == 1 else str(root) if root else "hub",
+               "limit": limit, "subset_seed": seed if limit is not None else None,
+               **summarize(items, results, task.metrics, task.subtask,
+                           task.weight_by_size, task.group_keys),
+               "seconds": round(scored - start, 3), "items_per_s": round(len(items) / max(scored - loaded, 1e-9), 2)}
+    return TaskRun(summary, items, results)

@@ -1,0 +1,182 @@
+"""Where evaluation examples come from: local jsonl/csv files, or the Hugging Face hub.
+
+Every example is a `Record` that remembers its file and line (or hub id and row), so bad input
+is reported as "file, line N: field 'x' ...", never as a KeyError deep inside scoring. Local files
+follow the layouts of ../shared/data (see its README.md); the data folder is `--data-dir` or
+$STLM_DATA_DIR. Hub downloads go through `datasets`; an unreachable hub fails within seconds
+with a message that says how to point at local files instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stlm.errors import UserError
+
+DATA_DIR_ENV = "STLM_DATA_DIR"
+HUB_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Record:
+    """One example as read, with where it came from (`line` is 1-based; a hub row counts from 1)."""
+
+    source: str
+    line: int
+    data: dict[str, Any]
+    subtask: str | None = None  # paradigm / subject, when a task is a family of files or configs
+    unit: str = "line"
+
+    def where(self) -> str:
+        return f"{self.source}, {self.unit} {self.line}"
+
+    def fail(self, name: str, problem: str) -> UserError:
+        return UserError(f"{self.where()}: field '{name}' {problem}")
+
+    def get(self, name: str) -> Any:
+        """The value at `name`; a dotted name (`choices.text`) reads inside nested objects."""
+        value: Any = self.data
+        for part in name.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise self.fail(name, f"is missing (fields: {', '.join(sorted(self.data))})")
+            value = value[part]
+        return value
+
+    def text(self, name: str, allow_empty: bool = False) -> str:
+        value = self.get(name)
+        if not isinstance(value, str) or (not allow_empty and not value.strip()):
+            raise self.fail(name, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def texts(self, name: str, min_len: int = 2) -> list[str]:
+        value = self.get(name)
+        if (not isinstance(value, list) or len(value) < min_len
+                or not all(isinstance(v, str) and v.strip() for v in value)):
+            raise self.fail(name, f"must be a list of at least {min_len} non-empty strings, got {value!r}")
+        return value
+
+    def index(self, name: str, n_choices: int, labels: list[str] | None = None) -> int:
+        """A gold answer as a 0-based choice index: an int, a digit string, or one of `labels`."""
+        value = self.get(name)
+        if labels is not None and isinstance(value, str) and value in labels:
+            return labels.index(value)
+        if isinstance(value, str) and value.strip().isdigit() and labels is None:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            expected = f"one of {labels}" if labels is not None else "an integer choice index"
+            raise self.fail(name, f"= {value!r} is not {expected}")
+        if not 0 <= value < n_choices:
+            raise self.fail(name, f"= {value} is out of range for {n_choices} choices (0..{n_choices - 1})")
+        return value
+
+
+def data_dir(explicit: str | Path | None) -> Path | None:
+    """The local data folder: `--data-dir`, else $STLM_DATA_DIR, else None (use the hub)."""
+    chosen = explicit or os.environ.get(DATA_DIR_ENV)
+    if not chosen:
+        return None
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        raise UserError(f"data directory {path} does not exist (from "
+                        f"{'--data-dir' if explicit else '$' + DATA_DIR_ENV})")
+    return path
+
+
+def local_file(root: Path, relative: str, task: str) -> Path:
+    path = root / relative
+    if not path.exists():
+        raise UserError(f"{task}: expected {path} in the data directory {root} (layout of "
+                        f"../shared/data, see its README.md); place the file there or drop --data-dir "
+                        f"to download from the hub")
+    return path
+
+
+def read_jsonl(path: Path, subtask: str | None = None) -> list[Record]:
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}, line {n}: not valid JSON ({e.msg})") from e
+            if not isinstance(data, dict):
+                raise UserError(f"{path}, line {n}: expected a JSON object, got {type(data).__name__}")
+            records.append(Record(str(path), n, data, subtask))
+    return _non_empty(records, path)
+
+
+def read_csv(path: Path, subtask: str | None = None) -> list[Record]:
+    """A csv file with a header row; `line` is where each row starts in the file."""
+    records = []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        start = 2
+        for row in reader:
+            if None in row:
+                raise UserError(f"{path}, line {start}: more values than the header's columns "
+                                f"({', '.join(reader.fieldnames or [])})")
+            missing = [k for k, v in row.items() if v is None]
+            if missing:
+                raise UserError(f"{path}, line {start}: field '{missing[0]}' is missing (row too short)")
+            records.append(Record(str(path), start, dict(row), subtask))
+            start = reader.line_num + 1
+    return _non_empty(records, path)
+
+
+def read_table(path: Path, subtask: str | None = None) -> list[Record]:
+    if path.suffix == ".csv":
+        return read_csv(path, subtask)
+    if path.suffix in (".jsonl", ".json"):
+        return read_jsonl(path, subtask)
+    raise UserError(f"{path}: unsupported file type '{path.suffix}' (use .jsonl or .csv)")
+
+
+def _non_empty(records: list[Record], path: Path) -> list[Record]:
+    if not records:
+        raise UserError(f"{path} holds no examples (the file is empty)")
+    return records
+
+
+def hub_records(path: str, name: str | None, split: str, subtask: str | None = None) -> list[Record]:
+    """Rows of a hub dataset split via `datasets`; fails fast when the hub cannot be reached."""
+    label = f"{path}{'/' + name if name else ''} [{split}]"
+    if not _offline():
+        _probe(path)
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(path, name, split=split)
+    except Exception as e:  # noqa: BLE001  (datasets raises many kinds; all mean "cannot load")
+        raise UserError(f"could not load {label} from the Hugging Face hub ({type(e).__name__}: {e}); "
+                        f"pass --data-dir with local files or set ${DATA_DIR_ENV}") from e
+    records = [Record(f"hub:{label}", i + 1, dict(row), subtask, "row")
+               for i, row in enumerate(rows)]
+    if not records:
+        raise UserError(f"hub:{label} holds no examples")
+    return records
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _probe(repo: str) -> None:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    url = f"{endpoint}/api/datasets/{repo}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # the hub answered (gated or moved repos are for `datasets` to explain)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"the Hugging Face hub is unreachable ({url}: {reason}); evaluate from local "
+                        f"files with --data-dir DIR (or ${DATA_DIR_ENV}) in the layout of ../shared/data") from e

@@ -1,0 +1,129 @@
+"""`stlm eval` and `stlm report` end to end on a tiny saved run, and the lm-eval adapter's other
+request types (rolling log-likelihood, generation)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import require_shared
+from stlm.cli import main
+from stlm.config.schema import ModelConfig, RunConfig, SourceConfig
+from stlm.models import build_model
+from stlm.runs import create_run_dir
+from stlm.tokenizers import ByteTokenizer
+from stlm.train.checkpoint import save_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matrices: one thread avoids OpenMP barriers, which cost milliseconds on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_run(root, name: str, seed: int = 0):
+    """A run directory as training leaves it: config.yaml, tokenizer/, one checkpoint. Its data is
+    40 kB of tiny shakespeare (so `bpb` prepares quickly)."""
+    text = (require_shared("corpora/tinyshakespeare") / "input.txt").read_text()[:40_000]
+    corpus = root / "corpus.txt"
+    corpus.write_text(text.replace("\n\n", "\n\n\n"))
+    cfg = RunConfig(model=ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=128),
+                    runs_dir=str(root / "runs"), run_name=name)
+    cfg.data.name, cfg.data.sources = "shakespeare", [SourceConfig(name="text", path=str(corpus))]
+    cfg.data.tokenizer.kind, cfg.data.val_fraction, cfg.data.cache_dir = "byte", 0.2, str(root / "cache")
+    cfg.data.num_proc = 1
+    cfg.eval.batch_size = 16
+    run = create_run_dir(cfg)
+    ByteTokenizer().save(run / "tokenizer")
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, 257)
+    save_checkpoint(run / "checkpoints", 1, model, torch.optim.AdamW(model.parameters()), {})
+    return run
+
+
+def test_eval_writes_json_table_and_blimp_chart(tmp_path, capsys):
+    run = make_run(tmp_path, "tiny")
+    data = require_shared("")
+    assert main(["eval", str(run), "--tasks", "blimp,winogrande", "--limit", "2", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "| blimp |" in out and "| winogrande |" in out
+    blimp = json.loads((run / "eval" / "blimp.json").read_text())
+    assert blimp["n"] == 134 and blimp["limit"] == 2 and blimp["checkpoint"] == "step-1"
+    assert len(blimp["groups"]["paradigm"]) == 67 and set(blimp["groups"]["field"]) >= {"syntax", "semantics"}
+    assert (run / "eval" / "blimp.png").stat().st_size > 10_000
+    assert "| winogrande |" in (run / "eval" / "results.md").read_text()
+
+
+def test_eval_bpb_grammar_and_a_yaml_task_then_report(tmp_path, capsys):
+    run_a, run_b = make_run(tmp_path, "a", seed=0), make_run(tmp_path, "b", seed=1)
+    (tmp_path / "quiz.jsonl").write_text(json.dumps({"q": "Ice is", "opts": ["cold", "hot"], "gold": 0}) + "\n")
+    (tmp_path / "quiz.yaml").write_text("name: quiz\npath: quiz.jsonl\ncontext: '{q}'\nchoices_field: opts\n"
+                                        "gold: gold\n")
+    for run in (run_a, run_b):
+        assert main(["eval", str(run), "--tasks", "bpb,grammar", "--limit", "3",
+                     "--task-file", str(tmp_path / "quiz.yaml")]) == 0
+    bpb = json.loads((run_a / "eval" / "bpb.json").read_text())
+    assert abs(bpb["bpb"] - math.log2(257)) < 0.1  # a random small-init model is near uniform
+    assert bpb["data"] == "shakespeare" and bpb["bytes"] > 1000
+    grammar = json.loads((run_a / "eval" / "grammar.json").read_text())
+    assert 0 <= grammar["acc"] <= 1 and grammar["groups"]["paradigm"]
+    assert json.loads((run_a / "eval" / "quiz.json").read_text())["n"] == 1
+    capsys.readouterr()
+    assert main(["report", str(run_a), str(run_b), "--out", str(tmp_path / "report")]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0] == "| task | metric | a | b |"
+    assert "| bpb | bpb |" in table and "| quiz | acc |" in table and "| grammar | acc |" in table
+    assert (tmp_path / "report" / "report.png").is_file() and (tmp_path / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "nonsense"], "unknown task 'nonsense'"),
+    (["--tasks", "blimp", "--limit", "0"], "--limit must be at least 1"),
+    (["--tasks", "blimp", "--data-dir", "/no/such/dir"], "data directory /no/such/dir does not exist"),
+    (["--tasks", "blimp", "--data", "text"], "--data only applies to the bpb task"),
+])
+def test_eval_bad_arguments_exit_2(tmp_path, capsys, argv, message):
+    run = make_run(tmp_path, "tiny")
+    assert main(["eval", str(run), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_without_results_explains(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "nothing to report" in capsys.readouterr().err
+
+
+def test_harness_adapter_rolling_and_generation():
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.registry import get_model
+
+    from stlm.eval.harness import StlmLM
+    from stlm.eval.scoring import score_continuations
+    from stlm.generate import generate_ids
+
+    assert get_model("stlm") is StlmLM
+    torch.manual_seed(0)
+    tok = ByteTokenizer()
+    model = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=32), 257).eval()
+    lm = StlmLM(model=model, tokenizer=tok, batch_size=4)
+    short, long = "Hello there.", "A longer text that needs several windows of 32 bytes each to score."
+    totals = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), i)
+                                       for i, t in enumerate((short, long))])
+    ids = tok.encode(long)
+    expected = score_continuations(model, [([tok.eot_id], tok.encode(short))])[0].logprob
+    windows = [(ids[:s][-32:] if s else [tok.eot_id], ids[s: s + 32]) for s in range(0, len(ids), 32)]
+    assert totals[0] == pytest.approx(expected, abs=1e-4)
+    assert totals[1] == pytest.approx(sum(s.logprob for s in score_continuations(model, windows)), abs=1e-3)
+
+    greedy = tok.decode(generate_ids(model, [tok.eot_id] + tok.encode("ab"), 12, temperature=0.0))
+    cut = greedy[4] if len(greedy) > 4 else "\x00"
+    (text,) = lm.generate_until([Instance("generate_until", {}, ("ab", {"until": [cut], "max_gen_toks": 12}), 0)])
+    assert text == greedy.split(cut)[0]

@@ -1,0 +1,119 @@
+"""Batched scoring equals a plain full forward pass, and requests are tokenized as the harness does."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stlm.config.schema import ModelConfig
+from stlm.eval.requests import encode_requests, split_pair
+from stlm.eval.scoring import score_continuations
+from stlm.models import build_model
+from stlm.tokenizers import ByteTokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matrices: one thread avoids OpenMP barriers, which cost milliseconds on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference(model, ctx, cont):
+    """log p(cont | ctx) from one unbatched full forward pass, truncated as the harness does."""
+    full = (list(ctx) + list(cont))[-(model.cfg.context_length + 1):]
+    n = min(len(cont), len(full) - 1)
+    logp = F.log_softmax(model(torch.tensor([full[:-1]])).float(), -1)[0, len(full) - 1 - n:]
+    target = torch.tensor(full[-n:])
+    return logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all()), n
+
+
+def random_requests(rng, vocab, n_items):
+    """Items of 1-4 continuations sharing a context, some duplicated, some longer than the window."""
+    reqs = []
+    for _ in range(n_items):
+        ctx = [rng.randrange(vocab) for _ in range(rng.randint(1, 30))]
+        for _ in range(rng.randint(1, 4)):
+            reqs.append((ctx, [rng.randrange(vocab) for _ in range(rng.randint(1, 12))]))
+    return reqs + reqs[:7]
+
+
+@pytest.mark.parametrize("positions", ["rope", "learned"])
+def test_batched_scores_equal_full_forward(positions):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
+                                    context_length=24, positions=positions), 61).eval()
+    reqs = random_requests(random.Random(1), 61, 40)
+    got = score_continuations(model, reqs, batch_size=5)
+    assert len(got) == len(reqs)
+    for (ctx, cont), score in zip(reqs, got):
+        logprob, greedy, n = reference(model, ctx, cont)
+        assert score.logprob == pytest.approx(logprob, abs=1e-4)
+        assert (score.is_greedy, score.n_tokens) == (greedy, n)
+
+
+def test_greedy_flag_and_model_mode():
+    """A continuation of argmax tokens is greedy; scoring leaves a training model in training mode."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=32), 50)
+    model.train()
+    ctx, cont = [3, 4, 5], []
+    with torch.no_grad():
+        for _ in range(4):
+            cont.append(int(model.eval()(torch.tensor([ctx + cont]))[0, -1].argmax()))
+    model.train()
+    greedy, other = score_continuations(model, [(ctx, cont), (ctx, cont[:-1] + [(cont[-1] + 1) % 50])])
+    assert greedy.is_greedy and not other.is_greedy
+    assert model.training
+
+
+def test_empty_inputs_are_refused():
+    model = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, context_length=16), 20)
+    with pytest.raises(ValueError, match="continuation"):
+        score_continuations(model, [([1], [])])
+    with pytest.raises(ValueError, match="context"):
+        score_continuations(model, [([], [1])])
+
+
+def test_split_pair_moves_trailing_whitespace():
+    assert split_pair("Answer: ", "Paris") == ("Answer:", " Paris")
+    assert split_pair("Q\n \t", "x") == ("Q", "\n \tx")
+    assert split_pair("Answer:", " Paris") == ("Answer:", " Paris")
+
+
+PAIRS = [("", " The cat sleeps."), ("Question: 2+2?\nAnswer:", " 4"), ("Answer: ", "Paris"),
+         ("Ends in space ", " and more"), ("naïve café", " crème brûlée"), ("abc", "def"), ("x\n\n", "y")]
+
+
+def test_encoding_matches_template_lm_on_gpt2(shared_data):
+    """Our split equals lm-eval's TemplateLM (loglikelihood + _encode_pair) token for token."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+
+    from stlm.eval.harness import StlmLM
+    from stlm.tokenizers import GPT2Tokenizer
+
+    tok = GPT2Tokenizer(shared_data("gpt2-bpe") / "r50k_base.tiktoken")
+    model = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, context_length=64), 50257)
+    lm = StlmLM(model=model, tokenizer=tok)
+    seen = []
+
+    def record(reqs, **kwargs):
+        seen.extend((ctx, cont) for _, ctx, cont in reqs)
+        return [(0.0, True)] * len(reqs)
+
+    lm._loglikelihood_tokens = record
+    lm.loglikelihood([Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(PAIRS)])
+    assert encode_requests(tok, PAIRS) == seen
+    assert seen[0][0] == [tok.eot_id]  # empty context: end-of-text as prefix
+
+
+def test_encoding_of_bytes():
+    tok = ByteTokenizer()
+    (ctx, cont), = encode_requests(tok, [("ab ", "c")])
+    assert (ctx, cont) == ([97, 98], [32, 99])
