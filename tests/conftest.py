@@ -36,3 +36,14 @@ def _few_threads():
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread avoids OpenMP barriers, which cost milliseconds on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

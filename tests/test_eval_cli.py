@@ -18,13 +18,7 @@ from stlm.tokenizers import ByteTokenizer
 from stlm.train.checkpoint import save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one thread avoids OpenMP barriers, which cost milliseconds on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_run(root, name: str, seed: int = 0):

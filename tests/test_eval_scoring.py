@@ -15,13 +15,7 @@ from stlm.models import build_model
 from stlm.tokenizers import ByteTokenizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one thread avoids OpenMP barriers, which cost milliseconds on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference(model, ctx, cont):

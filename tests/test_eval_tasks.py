@@ -24,13 +24,7 @@ SIZES = {"blimp": 67_000, "blimp_filtered": 59_875, "blimp_supplement": 5_218, "
          "arc_easy": 2_376, "winogrande": 1_267, "mmlu": 14_042, "mmlu_letter": 14_042}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one thread avoids OpenMP barriers, which cost milliseconds on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

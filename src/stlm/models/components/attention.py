@@ -35,6 +35,18 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, past:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache | None, layer_idx: int,
+           dropout_p: float) -> torch.Tensor:
+    """Store this step's k, v in the cache (if any), attend causally, merge heads -> (B, T, H*D)."""
+    past = 0
+    if cache is not None:
+        past = cache.length
+        k, v = cache.update(layer_idx, k, v)
+    y = causal_attention(q, k, v, past=past, dropout_p=dropout_p)
+    b, h, t, d = y.shape
+    return y.transpose(1, 2).reshape(b, t, h * d)
+
+
 @register("attention", "gqa")
 class GroupedQueryAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
@@ -67,13 +79,8 @@ class GroupedQueryAttention(nn.Module):
         q, k, v = self.project_qkv(x)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        past = 0
-        if cache is not None:
-            past = cache.length
-            k, v = cache.update(layer_idx, k, v)
-        y = causal_attention(q, k, v, past=past, dropout_p=self.dropout if self.training else 0.0)
-        b, _, t, _ = y.shape
-        return self.output(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+        y = attend(q, k, v, cache, layer_idx, self.dropout if self.training else 0.0)
+        return self.output(y)
 
 
 def scaled_init_std(cfg: ModelConfig) -> float:

@@ -20,7 +20,7 @@ from stlm.config.loader import ConfigError
 from stlm.config.schema import ModelConfig
 from stlm.models.components.embedders import AbsolutePositions
 from stlm.models.components.rope import apply_rope
-from stlm.models.components.attention import causal_attention
+from stlm.models.components.attention import attend
 from stlm.models.kv_cache import KVCache
 from stlm.models.registry import register
 
@@ -96,13 +96,8 @@ class PermutedWeightAttention(nn.Module):
         q, k, v = (self._heads(z.index_select(-1, idx)) for idx in (self.q_idx, self.k_idx, self.v_idx))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        past = 0
-        if cache is not None:
-            past = cache.length
-            k, v = cache.update(layer_idx, k, v)
-        y = causal_attention(q, k, v, past=past, dropout_p=self.dropout if self.training else 0.0)
-        b, _, t, _ = y.shape
-        return self.resid_dropout(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+        return self.resid_dropout(attend(q, k, v, cache, layer_idx,
+                                         self.dropout if self.training else 0.0))
 
 
 @register("ffn", "spmlp")
