@@ -19,7 +19,7 @@ def decayed_lr(progress: float, cfg: TrainConfig) -> float:
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "linear":
-        return cfg.lr + (cfg.min_lr - cfg.lr) * p
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1.0 - p)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * p))
 
 

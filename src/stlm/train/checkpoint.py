@@ -1,0 +1,223 @@
+"""Checkpoints: everything needed to continue a run exactly, written atomically, without pickle.
+
+A checkpoint is a folder `checkpoints/step-N/` holding
+- `model.safetensors`: the weights (`safetensors.torch.save_model` stores a tied tensor once; on
+  reload the model is built from its config, so ties come from construction),
+- `trainer.safetensors`: optimizer state tensors (`optimizer.<param index>.<name>`) and the torch
+  and numpy RNG states,
+- `trainer.json`: step, tokens, elapsed time, validation loss, python RNG state and the
+  fingerprint of the tokenizer.
+It is written into `checkpoints/.tmp-step-N/`, fsynced, then renamed, so a crash never leaves a
+half-written `step-N`; leftover `.tmp-*` folders are ignored. `checkpoints/best` is a small JSON
+pointer to the checkpoint with the lowest validation loss. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from stlm.errors import UserError
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "trainer.safetensors"
+META_FILE = "trainer.json"
+BEST_FILE = "best"
+FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"step-(\d+)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def step_dirs(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoints (`step-N`), oldest first; `.tmp-*` leftovers are not listed."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [p for p in ckpt_dir.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)]
+    return sorted(found, key=checkpoint_step)
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(_STEP_DIR.fullmatch(path.name).group(1))
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    found = step_dirs(ckpt_dir)
+    return found[-1] if found else None
+
+
+def best_checkpoint(ckpt_dir: Path) -> Path | None:
+    pointer = ckpt_dir / BEST_FILE
+    if not pointer.exists():
+        return None
+    target = ckpt_dir / _read_json(pointer)["checkpoint"]
+    if not target.is_dir():
+        raise UserError(f"{pointer} points to {target}, which does not exist; delete {pointer} "
+                        "to fall back to the latest checkpoint")
+    return target
+
+
+def best_val_loss(ckpt_dir: Path) -> float | None:
+    pointer = ckpt_dir / BEST_FILE
+    return float(_read_json(pointer)["val_loss"]) if pointer.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    meta: dict[str, Any]) -> Path:
+    """Write `step-<step>` atomically and return its path. `meta` must be JSON-serialisable."""
+    final = ckpt_dir / f"step-{step}"
+    tmp = ckpt_dir / f".tmp-step-{step}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / MODEL_FILE))
+    tensors, scalars = _training_state(optimizer)
+    save_file(tensors, str(tmp / STATE_FILE))
+    meta = {"format": FORMAT_VERSION, "step": step, **meta, **scalars}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)
+    if final.exists():  # the same step written again (a resumed run re-reaching it)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(ckpt_dir)
+    return final
+
+
+def mark_best(ckpt_dir: Path, checkpoint: Path, val_loss: float) -> None:
+    """Point `checkpoints/best` at `checkpoint` (atomically)."""
+    _write_json_atomic(ckpt_dir / BEST_FILE, {"checkpoint": checkpoint.name, "val_loss": val_loss})
+
+
+def prune(ckpt_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` checkpoints, never the best one; drop leftovers."""
+    best = best_checkpoint(ckpt_dir)
+    for old in step_dirs(ckpt_dir)[: -max(keep_last, 1)]:
+        if best is None or old.name != best.name:
+            shutil.rmtree(old)
+    for leftover in ckpt_dir.glob(".tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _training_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(keys.astype(np.int64))
+    py_version, py_state, py_gauss = random.getstate()
+    scalars = {"rng": {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
+                       "python": [py_version, list(py_state), py_gauss]}}
+    return tensors, scalars
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_weights(model: nn.Module, checkpoint: Path, device: torch.device | str = "cpu") -> None:
+    """Load `checkpoint/model.safetensors` into a model built from the run's config."""
+    path = checkpoint / MODEL_FILE
+    if not path.exists():
+        raise UserError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
+    try:
+        load_model(model, str(path), strict=True, device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"checkpoint file {path} is corrupt or truncated ({exc}); "
+                        "delete that checkpoint folder to use an earlier one") from exc
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise UserError(f"checkpoint {path} does not fit the model built from the run's config "
+                        f"({' '.join(first[:3])}); was config.yaml changed?") from exc
+
+
+def read_meta(checkpoint: Path) -> dict[str, Any]:
+    return _read_json(checkpoint / META_FILE)
+
+
+def load_training_state(checkpoint: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore optimizer state and RNG states; return the checkpoint's metadata (step, tokens, ...)."""
+    meta = read_meta(checkpoint)
+    path = checkpoint / STATE_FILE
+    if not path.exists():
+        raise UserError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"checkpoint file {path} is corrupt or truncated ({exc})") from exc
+    current = optimizer.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    n_params = sum(len(g["params"]) for g in current["param_groups"])
+    if state and max(state) >= n_params:
+        raise UserError(f"optimizer state in {path} has more parameters than the model; was "
+                        "config.yaml changed?")
+    current["state"] = state
+    optimizer.load_state_dict(current)
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+    kind, pos, has_gauss, gauss = meta["rng"]["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    py_version, py_state, py_gauss = meta["rng"]["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UserError(f"checkpoint file {path} is missing; the checkpoint is incomplete") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"checkpoint file {path} is corrupt ({exc})") from exc
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(data, indent=1))
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

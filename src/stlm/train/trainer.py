@@ -1,0 +1,212 @@
+"""The training loop: AdamW with warmup and decay, gradient accumulation and clipping, periodic
+evaluation in bits per byte, atomic checkpoints, and exact resumption.
+
+Batches are a pure function of (seed, step, rank) and the checkpoint holds weights, optimizer
+state, RNG states and the step, so a resumed run computes the same losses as one that was never
+interrupted (bit for bit on CPU). A non-finite loss or gradient norm stops the run before the
+bad update is applied, leaving the last checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stlm.config.schema import RunConfig
+from stlm.errors import UserError
+from stlm.eval.bpb import bits_per_byte
+from stlm.models import build_model
+from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR
+from stlm.train import checkpoint as ckpt
+from stlm.train.budget import plan_budget
+from stlm.train.metrics import MetricsLog, ProgressBar
+from stlm.train.setup import (Runtime, build_optimizer, init_runtime, seed_everything, sync_context,
+                              wrap_for_training)
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradient norm became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    tokens: int = 0  # training tokens consumed, all ranks together
+    elapsed_s: float = 0.0  # wall-clock training time, resumed runs included
+    best_val_loss: float = math.inf
+
+
+class Trainer:
+    """Builds the model and optimizer for `cfg` (seeded first) and trains it on `data`.
+
+    `data` is a `stlm.data.PreparedData`; `run_dir` receives the tokenizer, metrics and checkpoints
+    (rank 0). With `resume=True` the latest checkpoint in `run_dir` is restored before training.
+    """
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, data, rt: Runtime | None = None,
+                 resume: bool = False):
+        from stlm.data import TokenBatches
+
+        t = cfg.train
+        self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
+        self.rt = rt or init_runtime(t)
+        self.context = t.context_length or cfg.model.context_length
+        if self.context > cfg.model.context_length:
+            raise UserError(f"train.context_length ({self.context}) exceeds model.context_length "
+                            f"({cfg.model.context_length})")
+        seed_everything(cfg.seed)
+        try:
+            self.model = build_model(cfg.model, data.tokenizer.vocab_size).to(self.rt.device)
+        except ValueError as exc:
+            raise UserError(f"cannot build the model: {exc}") from exc
+        self.optimizer = build_optimizer(self.model, t, self.rt.device)
+        self.step_module = wrap_for_training(self.model, t, self.rt)
+        self.batches = TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed,
+                                    mode=cfg.data.sampling, rank=self.rt.rank, world_size=self.rt.world_size)
+        tokens_per_step = t.batch_size * t.grad_accum * self.context * self.rt.world_size
+        self.budget = plan_budget(t, tokens_per_step)
+        self.ckpt_dir = self.run_dir / CHECKPOINTS_DIR
+        self.state = TrainState()
+        self.resumed = resume
+        if resume:
+            self._restore()
+        elif self.rt.is_main:
+            data.tokenizer.save(self.run_dir / TOKENIZER_DIR)
+
+    # -----------------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        latest = ckpt.latest_checkpoint(self.ckpt_dir)
+        if latest is None:
+            raise UserError(f"nothing to resume: {self.ckpt_dir} holds no checkpoint (step-N folder)")
+        ckpt.load_weights(self.model, latest, self.rt.device)
+        meta = ckpt.load_training_state(latest, self.optimizer)
+        if meta.get("tokenizer") != self.data.tokenizer.fingerprint():
+            raise UserError(f"the prepared data's tokenizer differs from the one {latest} was trained "
+                            "with; resume with the run's own data settings")
+        best = ckpt.best_val_loss(self.ckpt_dir)
+        self.state = TrainState(meta["step"], meta["tokens"], meta["elapsed_s"],
+                                best if best is not None else math.inf)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step (grad_accum micro-batches); returns loss, lr and grad_norm."""
+        t, rt = self.cfg.train, self.rt
+        lr = self.budget.lr(self.state.step, self.state.elapsed_s)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=rt.device)
+        for micro in range(t.grad_accum):
+            x, y = self.batches.batch(self.state.step * t.grad_accum + micro)
+            x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+            with sync_context(self.step_module, micro == t.grad_accum - 1):
+                with rt.autocast():
+                    loss = self.step_module(x, y) / t.grad_accum
+                loss.backward()
+            total += loss.detach()
+        loss_value = float(rt.mean(total))
+        step = self.state.step + 1
+        if not math.isfinite(loss_value):
+            self._diverged(f"the training loss is {loss_value} at step {step}")
+        max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(grad_norm):
+            self._diverged(f"the gradient norm is {grad_norm} at step {step}")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step = step
+        self.state.tokens += self.budget.tokens_per_step
+        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
+
+    def _diverged(self, what: str) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        last = ckpt.latest_checkpoint(self.ckpt_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise TrainingDiverged(f"training stopped: {what}; {kept}. Lower train.lr or raise "
+                               "train.warmup_steps and train again")
+
+    def validate(self, max_batches: int | None) -> dict[str, float]:
+        """Validation loss and bits per byte over up to `max_batches` batches (None: all)."""
+        from stlm.data import eval_batches
+
+        batches = eval_batches(self.data, "val", self.cfg.train.batch_size, self.context, max_batches)
+        return bits_per_byte(self.model, batches, self.data.tokenizer.byte_lengths(),
+                             autocast_dtype=self.rt.autocast_dtype)
+
+    def save(self, val_loss: float | None) -> Path | None:
+        """Write a checkpoint of the current step (rank 0); update `best` and prune old ones."""
+        path = None
+        if self.rt.is_main:
+            meta = {"tokens": self.state.tokens, "elapsed_s": self.state.elapsed_s, "val_loss": val_loss,
+                    "total_steps": self.budget.total_steps, "tokenizer": self.data.tokenizer.fingerprint()}
+            path = ckpt.save_checkpoint(self.ckpt_dir, self.state.step, self.model, self.optimizer, meta)
+            if val_loss is not None and val_loss < self.state.best_val_loss:
+                self.state.best_val_loss = val_loss
+                ckpt.mark_best(self.ckpt_dir, path, val_loss)
+            ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last)
+        self.rt.barrier()
+        return path
+
+    # -----------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainState:
+        """Train until the budget is spent; log, evaluate and checkpoint on the configured cadence."""
+        t, rt, st = self.cfg.train, self.rt, self.state
+        main = rt.is_main
+        log = MetricsLog(self.run_dir / METRICS_FILE, st.step if self.resumed else None) if main else None
+        timed = self.budget.total_steps is None
+        total = self.budget.max_seconds if timed else self.budget.total_steps
+        bar = ProgressBar(t.progress and main, total, st.elapsed_s if timed else st.step,
+                          "train (s)" if timed else "train")
+        base_elapsed = st.elapsed_s  # a resumed run continues its saved time
+        started = window_start = time.perf_counter()
+        window_tokens = 0
+        model_was_training = self.model.training
+        self.model.train()
+        try:
+            while not self.budget.done(st.step, st.elapsed_s):
+                out = self.train_step()
+                window_tokens += self.budget.tokens_per_step
+                st.elapsed_s = self._sync_elapsed(base_elapsed + time.perf_counter() - started)
+                final = self.budget.done(st.step, st.elapsed_s)
+                record: dict[str, Any] | None = None
+                if st.step % t.log_every == 0 or final:
+                    now = time.perf_counter()
+                    speed = window_tokens / max(now - window_start, 1e-9)
+                    record = {"step": st.step, "tokens": st.tokens, **out, "tok_per_s": speed,
+                              "elapsed_s": st.elapsed_s}
+                    bar.update(st.elapsed_s if timed else st.step, out["loss"], speed)
+                    window_start, window_tokens = now, 0
+                val = None
+                if st.step % t.eval_every == 0 or final:
+                    val = self.validate(t.eval_batches)
+                    record = {"step": st.step, "tokens": st.tokens, **(record or {}),
+                              "val_loss": val["loss"], "val_bpb": val["bpb"]}
+                    bar.print(f"step {st.step}: train loss {out['loss']:.4f}, val loss {val['loss']:.4f}, "
+                              f"val bpb {val['bpb']:.4f}")
+                if record is not None and log is not None:
+                    log.write(record)
+                if st.step % t.checkpoint_every == 0 or final:
+                    self.save(val["loss"] if val else None)
+                if val is not None or st.step % t.checkpoint_every == 0:
+                    window_start, window_tokens = time.perf_counter(), 0  # not training speed
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+            self.model.train(model_was_training)
+        return st
+
+    def _sync_elapsed(self, elapsed: float) -> float:
+        """Under DDP with a time budget, rank 0's clock, so every rank agrees on lr and stopping."""
+        if not self.rt.distributed or self.budget.max_seconds is None:
+            return elapsed
+        import torch.distributed as dist
+
+        value = torch.tensor([elapsed], dtype=torch.float64, device=self.rt.device)
+        dist.broadcast(value, src=0)
+        return float(value)
