@@ -140,7 +140,11 @@ def test_silent_hub_endpoint_times_out(tmp_path, online):
     import stlm.data.sources as sources
 
     online.setenv("HF_ENDPOINT", "https://192.0.2.1")  # TEST-NET-1
-    online.setattr(sources.socket, "create_connection", lambda *a, **k: time.sleep(30))
+    def hang(*args, **kwargs):
+        time.sleep(30)
+        raise OSError("never answered")
+
+    online.setattr(sources.socket, "create_connection", hang)
     start = time.perf_counter()
     with pytest.raises(UserError, match=r"192\.0\.2\.1:443: no answer in 1 s\) to stream "
                                         r"'HuggingFaceFW/fineweb-edu' \(sample-10BT\)"):

@@ -260,7 +260,7 @@ def test_unreachable_hub_fails_fast_with_a_fix(monkeypatch):
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     start = time.perf_counter()
-    with pytest.raises(UserError, match="hub is unreachable.*--data-dir"):
+    with pytest.raises(UserError, match="cannot reach the Hugging Face hub.*--data-dir"):
         TASKS["hellaswag"].records(None)
     assert time.perf_counter() - start < 5
     with pytest.raises(UserError, match="blimp_filtered has no hub copy.*--data-dir"):

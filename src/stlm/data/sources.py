@@ -273,8 +273,8 @@ def _open_hub(src: SourceConfig, spec: HubCorpus, cfg: DataConfig, where: str):
     fix = (f"use a local copy: {where}.path=/path/to/copy (the hub's parquet/jsonl files or a clone "
            f"of the repository), or HF_HUB_OFFLINE=1 if it is in the Hugging Face cache")
     label = f"'{hub_id}'" + (f" ({config})" if config else "") + f" for source '{src.name}'"
-    if not _hub_offline():
-        _check_reachable(cfg.hub_timeout_s, label, fix)
+    if not hub_offline():
+        check_hub_reachable(cfg.hub_timeout_s, label, fix)
     try:
         return load_dataset(hub_id, config, streaming=True)
     except Exception as e:
@@ -292,13 +292,17 @@ def _file_builder(path: Path, where: str) -> str:
     return builder
 
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
+    """True when `datasets` is told to stay offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), read
+    at call time so a setting made after `datasets` was imported still counts."""
     import datasets.config
 
-    return bool(datasets.config.HF_HUB_OFFLINE)
+    env = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+              for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return env or bool(datasets.config.HF_HUB_OFFLINE)
 
 
-def _check_reachable(timeout_s: float, label: str, fix: str) -> None:
+def check_hub_reachable(timeout_s: float, label: str, fix: str) -> None:
     """Fail within `timeout_s` when the hub (or the https proxy) accepts no TCP connection."""
     endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     proxy = urllib.request.getproxies().get("https")

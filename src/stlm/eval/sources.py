@@ -12,12 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stlm.data.sources import check_hub_reachable, hub_offline
 from stlm.errors import UserError
 
 DATA_DIR_ENV = "STLM_DATA_DIR"
@@ -149,8 +148,9 @@ def _non_empty(records: list[Record], path: Path) -> list[Record]:
 def hub_records(path: str, name: str | None, split: str, subtask: str | None = None) -> list[Record]:
     """Rows of a hub dataset split via `datasets`; fails fast when the hub cannot be reached."""
     label = f"{path}{'/' + name if name else ''} [{split}]"
-    if not _offline():
-        _probe(path)
+    if not hub_offline():
+        check_hub_reachable(HUB_TIMEOUT_S, label, f"evaluate from local files with --data-dir DIR (or "
+                            f"${DATA_DIR_ENV}) in the layout of ../shared/data")
     try:
         import datasets
 
@@ -163,20 +163,3 @@ def hub_records(path: str, name: str | None, split: str, subtask: str | None = N
     if not records:
         raise UserError(f"hub:{label} holds no examples")
     return records
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def _probe(repo: str) -> None:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    url = f"{endpoint}/api/datasets/{repo}"
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_TIMEOUT_S).close()
-    except urllib.error.HTTPError:
-        return  # the hub answered (gated or moved repos are for `datasets` to explain)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(f"the Hugging Face hub is unreachable ({url}: {reason}); evaluate from local "
-                        f"files with --data-dir DIR (or ${DATA_DIR_ENV}) in the layout of ../shared/data") from e
