@@ -220,3 +220,16 @@ def test_prepare_command_prints_a_summary(tmp_path, corpus, capsys):
     assert int(train_line.split()[1].replace(",", "")) > 10_000
     assert main(["prepare", "data=text", f"data.cache_dir={tmp_path / 'cache'}"]) == 2
     assert "source 'text' needs a path" in capsys.readouterr().err
+
+
+def test_editing_the_grammar_code_invalidates_its_cache(tmp_path, monkeypatch):
+    """Shards of the built-in corpus are keyed by the generator's code, not only by its config."""
+    import stlm.data.prepare as prepare
+
+    cfg = DataConfig(name="grammar", sources=[SourceConfig(name="grammar", max_documents=200)],
+                     tokenizer=TokenizerConfig(kind="byte"), val_fraction=0.1, cache_dir=str(tmp_path),
+                     num_proc=1)
+    first = prepare_data(cfg, progress=False).path
+    assert prepare_data(cfg, progress=False).path == first  # unchanged code: cache reused
+    monkeypatch.setattr(prepare, "grammar_code_hash", lambda: "edited")
+    assert prepare_data(cfg, progress=False).path != first

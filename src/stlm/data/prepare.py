@@ -252,7 +252,19 @@ def _corpus(cfg: DataConfig) -> dict:
         corpus["sources"] = [asdict(src) for src in cfg.sources]
     corpus["files"] = [_file_identity(where, src.path)
                        for stage in stages(cfg, "train") for where, src in stage.sources if src.path]
+    if any(src.name == "grammar" for stage in stages(cfg, "train") for _, src in stage.sources):
+        corpus["grammar_code"] = grammar_code_hash()
     return corpus
+
+
+def grammar_code_hash() -> str:
+    """The built-in grammar's source code: an edited generator must not reuse stale shards."""
+    import stlm.data.grammar as grammar
+
+    h = hashlib.sha256()
+    for f in sorted(Path(grammar.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _file_identity(where: str, path: str) -> list:
