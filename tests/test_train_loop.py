@@ -94,6 +94,13 @@ def test_unwritable_run_directory_fails_before_any_work(root, tmp_path):
     assert not (tmp_path / "cache").exists()  # no data was prepared
 
 
+def test_a_run_whose_data_fails_leaves_no_folder(tmp_path):
+    cfg = compose_config(tiny_overrides(tmp_path, "nodata", f"data.sources=[{{name:text,path:{tmp_path / 'missing.txt'}}}]"))
+    with pytest.raises(UserError, match="missing.txt"):
+        run_training(cfg, echo=lambda s: None)
+    assert not (tmp_path / "runs" / "nodata").exists()  # so the same run_name can simply be retried
+
+
 def test_existing_run_name_is_refused(root):
     cfg = compose_config(tiny_overrides(root, "twice"))
     create_run_dir(cfg)

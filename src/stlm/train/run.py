@@ -21,7 +21,12 @@ def run_training(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[st
     rt = init_runtime(cfg.train)
     try:
         run_dir = _run_dir(cfg, rt)
-        data = _prepare_data(cfg, rt)
+        try:
+            data = _prepare_data(cfg, rt)
+        except BaseException:
+            if rt.is_main and not cfg.resume:
+                _discard_unstarted(run_dir)
+            raise
         trainer = Trainer(cfg, run_dir, data, rt, resume=bool(cfg.resume))
         if rt.is_main:
             echo(f"run {run_dir}: {trainer.budget.describe()} on {rt.device}"
@@ -49,6 +54,15 @@ def _run_dir(cfg: RunConfig, rt: Runtime) -> Path:
 
         dist.broadcast_object_list(path, src=0)
     return Path(path[0])
+
+
+def _discard_unstarted(run_dir: Path) -> None:
+    """A fresh run whose data could not be prepared leaves no folder behind (a retry with the same
+    run_name would otherwise be told to resume a run that never started)."""
+    import shutil
+
+    if not any((run_dir / "checkpoints").glob("*")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _prepare_data(cfg: RunConfig, rt: Runtime):
