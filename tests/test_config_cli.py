@@ -53,6 +53,16 @@ def test_every_model_preset_composes():
         assert compose_config([f"model={name}"]).model.name == name
 
 
+def test_every_experiment_composes_and_overrides_several_groups():
+    names = list_choices("experiment")
+    assert names  # the group ships at least one experiment
+    for name in names:
+        cfg = compose_config([f"experiment={name}"])
+        assert cfg != compose_config([])
+    cfg = compose_config(["experiment=stlm_baseline"])
+    assert (cfg.model.name, cfg.data.tokenizer.kind, cfg.train.grad_accum) == ("baseline", "gpt2", 20)
+
+
 def test_cli_help_for_every_subcommand(capsys):
     for command in [[]] + [[c] for c in COMMANDS]:
         with pytest.raises(SystemExit) as info:
