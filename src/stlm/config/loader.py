@@ -109,11 +109,12 @@ def validate(run: RunConfig) -> None:
     from stlm.config import schema as s
 
     m = run.model
-    _check_choice("model.embedder", m.embedder, s.EMBEDDERS)
+    import stlm.models.components  # noqa: F401  (fills the registries: the one list of components)
+    from stlm.models.registry import REGISTRIES
+
+    for kind in ("embedder", "norm", "attention", "ffn"):
+        _check_choice(f"model.{kind}", getattr(m, kind), sorted(REGISTRIES[kind]))
     _check_choice("model.positions", m.positions, s.POSITIONS)
-    _check_choice("model.norm", m.norm, s.NORMS)
-    _check_choice("model.attention", m.attention, s.ATTENTIONS)
-    _check_choice("model.ffn", m.ffn, s.FFNS)
     _check_choice("model.sharing.ffn", m.sharing.ffn, s.FFN_SHARING)
     _check_choice("model.sharing.layers", m.sharing.layers, s.LAYER_SHARING)
     _check_choice("data.tokenizer.kind", run.data.tokenizer.kind, ("byte", "bpe", "gpt2"))

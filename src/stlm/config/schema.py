@@ -14,11 +14,7 @@ from typing import List, Optional
 # Model
 # ---------------------------------------------------------------------------------------------
 
-EMBEDDERS = ("token", "rrhp")
 POSITIONS = ("rope", "learned", "sincos", "none")
-NORMS = ("rmsnorm", "layernorm")
-ATTENTIONS = ("gqa", "pwa")
-FFNS = ("swiglu", "gelu", "spmlp")
 FFN_SHARING = ("none", "all", "interior")
 LAYER_SHARING = ("none", "groups")
 
