@@ -31,7 +31,7 @@ def hf_loss(model, ids, targets):
 
 
 def ours_loss(model, ids, targets):
-    return model.loss(ids, targets)
+    return model(ids, targets).loss
 
 
 def train_steps(model, loss_fn, optimizer, batches, grad_clip: float) -> float:

@@ -58,11 +58,11 @@ def test_no_position_sees_the_future(name):
     model = build(name)
     x = ids()
     with torch.no_grad():
-        base = model(x)
+        base = model(x).logits
         for t in (1, T // 2, T - 1):
             y = x.clone()
             y[:, t] = (y[:, t] + 1) % VOCAB
-            out = model(y)
+            out = model(y).logits
             torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=1e-6)
             assert not torch.allclose(out[:, t], base[:, t]), "changing token t must change logits at t"
 
@@ -72,11 +72,11 @@ def test_kv_cache_matches_full_forward(name):
     model = build(name)
     x = ids()
     with torch.no_grad():
-        full = model(x)
+        full = model(x).logits
         cache = model.new_cache()
-        pieces = [model(x[:, :5], cache=cache)]  # prefill
-        pieces += [model(x[:, t : t + 1], cache=cache) for t in range(5, 10)]  # one token at a time
-        pieces.append(model(x[:, 10:], cache=cache))  # a chunk after a non-empty cache
+        pieces = [model(x[:, :5], cache=cache).logits]  # prefill
+        pieces += [model(x[:, t : t + 1], cache=cache).logits for t in range(5, 10)]  # one token at a time
+        pieces.append(model(x[:, 10:], cache=cache).logits)  # a chunk after a non-empty cache
     assert cache.length == T
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-4, atol=1e-5)
 
@@ -102,9 +102,9 @@ def test_save_and_reload_keep_every_tie(name, tmp_path):
     reloaded = build(name, seed=1)  # different init: only the file can make logits agree
     x = ids()
     with torch.no_grad():
-        assert not torch.allclose(reloaded(x), model(x))
+        assert not torch.allclose(reloaded(x).logits, model(x).logits)
         load_model(reloaded, str(path))
-        torch.testing.assert_close(reloaded(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(reloaded(x).logits, model(x).logits, rtol=0, atol=0)
     params = dict(reloaded.named_parameters(remove_duplicate=False))
     groups = tie_groups(model)
     assert groups and tie_groups(reloaded) == groups

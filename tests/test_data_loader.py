@@ -43,19 +43,20 @@ def test_batches_are_shifted_windows_and_identical_after_a_restart(data, mode):
     batches = [first.batch(step) for step in range(6)]
     restarted = TokenBatches(data, "train", B, T, seed=7, mode=mode)
     for step in (5, 2, 0):  # any order: no hidden state
-        x, y = restarted.batch(step)
-        assert torch.equal(x, batches[step][0]) and torch.equal(y, batches[step][1])
-    x, y = batches[3]
+        b = restarted.batch(step)
+        assert torch.equal(b.ids, batches[step].ids) and torch.equal(b.targets, batches[step].targets)
+    x, y = batches[3].ids, batches[3].targets
+    assert batches[3].loss_mask is None and batches[3].extras == {}
     assert x.dtype == y.dtype == torch.int64 and x.shape == y.shape == (B, T)
     assert torch.equal(x[:, 1:], y[:, :-1])
     for row_x, row_y, s in zip(x.numpy(), y.numpy(), starts_of(x, tokens)):
         assert np.array_equal(row_y, tokens[s + 1:s + T + 1])
     if mode == "random":
         other = TokenBatches(data, "train", B, T, seed=8, mode=mode).batch(3)
-        assert not torch.equal(other[0], x)
+        assert not torch.equal(other.ids, x)
     else:
-        assert starts_of(batches[0][0], tokens) == [i * T for i in range(B)]
-        assert starts_of(batches[1][0], tokens) == [(B + i) * T for i in range(B)]
+        assert starts_of(batches[0].ids, tokens) == [i * T for i in range(B)]
+        assert starts_of(batches[1].ids, tokens) == [(B + i) * T for i in range(B)]
 
 
 def test_rank_streams_are_disjoint(data):
@@ -64,11 +65,11 @@ def test_rank_streams_are_disjoint(data):
     seen = []
     for rank in range(3):
         loader = TokenBatches(data, "train", B, T, seed=1, mode="sequential", rank=rank, world_size=3)
-        starts = starts_of(torch.cat([loader.batch(step)[0] for step in range(steps)]), tokens)
+        starts = starts_of(torch.cat([loader.batch(step).ids for step in range(steps)]), tokens)
         assert len(set(starts)) == steps * B and all(s % T == 0 and s // T % 3 == rank for s in starts)
         seen.append(set(starts))
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
-    random = [TokenBatches(data, "train", B, T, seed=1, rank=r, world_size=2).batch(0)[0] for r in range(2)]
+    random = [TokenBatches(data, "train", B, T, seed=1, rank=r, world_size=2).batch(0).ids for r in range(2)]
     assert not torch.equal(random[0], random[1])
 
 
@@ -76,12 +77,12 @@ def test_eval_batches_pass_over_non_overlapping_windows(data):
     tokens = data.tokens("val")[:]
     n_windows = (len(tokens) - 1) // T
     batches = list(eval_batches(data, "val", 5, T))
-    assert len(batches) == -(-n_windows // 5) and batches[-1][0].shape[0] == n_windows - 5 * (len(batches) - 1)
-    xs = torch.cat([x for x, _ in batches]).numpy().ravel()
-    ys = torch.cat([y for _, y in batches]).numpy().ravel()
+    assert len(batches) == -(-n_windows // 5) and batches[-1].ids.shape[0] == n_windows - 5 * (len(batches) - 1)
+    xs = torch.cat([b.ids for b in batches]).numpy().ravel()
+    ys = torch.cat([b.targets for b in batches]).numpy().ravel()
     assert np.array_equal(xs, tokens[:n_windows * T]) and np.array_equal(ys, tokens[1:n_windows * T + 1])
     again = list(eval_batches(data, "val", 5, T, max_batches=2))
-    assert len(again) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(again, batches))
+    assert len(again) == 2 and all(torch.equal(a.ids, b.ids) for a, b in zip(again, batches))
 
 
 def test_a_split_too_small_for_the_context_is_clear(data):

@@ -11,11 +11,12 @@ import torch
 
 from conftest import require_shared
 from stlm.cli import main
-from stlm.config.schema import ModelConfig, RunConfig, SourceConfig
+from stlm.config.schema import ModelConfig, RunConfig, SourceConfig, TrainConfig
 from stlm.models import build_model
 from stlm.runs import create_run_dir
 from stlm.tokenizers import ByteTokenizer
 from stlm.train.checkpoint import save_checkpoint
+from stlm.train.optim import build_optimizer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,7 +38,7 @@ def make_run(root, name: str, seed: int = 0):
     ByteTokenizer().save(run / "tokenizer")
     torch.manual_seed(seed)
     model = build_model(cfg.model, 257)
-    save_checkpoint(run / "checkpoints", 1, model, torch.optim.AdamW(model.parameters()), {})
+    save_checkpoint(run / "checkpoints", 1, model, build_optimizer(model, TrainConfig(), torch.device("cpu")), {})
     return run
 
 

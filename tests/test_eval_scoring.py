@@ -22,7 +22,7 @@ def reference(model, ctx, cont):
     """log p(cont | ctx) from one unbatched full forward pass, truncated as the harness does."""
     full = (list(ctx) + list(cont))[-(model.cfg.context_length + 1):]
     n = min(len(cont), len(full) - 1)
-    logp = F.log_softmax(model(torch.tensor([full[:-1]])).float(), -1)[0, len(full) - 1 - n:]
+    logp = F.log_softmax(model(torch.tensor([full[:-1]])).logits.float(), -1)[0, len(full) - 1 - n:]
     target = torch.tensor(full[-n:])
     return logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all()), n
 
@@ -59,7 +59,7 @@ def test_greedy_flag_and_model_mode():
     ctx, cont = [3, 4, 5], []
     with torch.no_grad():
         for _ in range(4):
-            cont.append(int(model.eval()(torch.tensor([ctx + cont]))[0, -1].argmax()))
+            cont.append(int(model.eval()(torch.tensor([ctx + cont])).logits[0, -1].argmax()))
     model.train()
     greedy, other = score_continuations(model, [(ctx, cont), (ctx, cont[:-1] + [(cont[-1] + 1) % 50])])
     assert greedy.is_greedy and not other.is_greedy

@@ -9,6 +9,7 @@ from torch import nn
 from stlm.config.schema import ModelConfig
 from stlm.generate import generate, generate_ids, sample_next
 from stlm.models import KVCache, build_model
+from stlm.models.output import ModelOutput
 from stlm.tokenizers import ByteTokenizer
 
 
@@ -62,13 +63,13 @@ class Scripted(nn.Module):
     def new_cache(self):
         return KVCache(1)
 
-    def forward(self, ids, cache=None):
+    def forward(self, ids, cache=None, logits="all"):
         start = cache.length if cache is not None else 0
         if cache is not None:
             cache.advance(ids.shape[1])
-        logits = torch.zeros(1, ids.shape[1], self.vocab)
-        logits[0, -1, self.script[start + ids.shape[1] - self.prompt_len]] = 1.0
-        return logits
+        out = torch.zeros(1, ids.shape[1] if logits == "all" else 1, self.vocab)
+        out[0, -1, self.script[start + ids.shape[1] - self.prompt_len]] = 1.0
+        return ModelOutput(logits=out)
 
 
 def test_streams_complete_utf8_and_stops_at_eot():

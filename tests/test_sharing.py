@@ -78,7 +78,7 @@ def test_each_layer_has_its_own_adapters_on_one_shared_weight():
     assert len({id(v.shared) for v in views}) == 1  # one shared module
     assert len({id(v.adapters["gate_proj"].A) for v in views}) == 6  # six adapters
     x = torch.randint(0, 40, (2, 12))
-    model.loss(x, x).backward()
+    model(x, x).loss.backward()
     for v in views:  # B = 0 at init: gradients reach B, A only once B moves
         assert v.adapters["down_proj"].B.grad.abs().sum() > 0
         assert v.adapters["down_proj"].A.grad.abs().sum() == 0

@@ -139,10 +139,10 @@ def test_loss_shifts_labels_exactly_once():
     model = build_model(tiny_sllama(50))
     seq = torch.randint(0, 50, (2, 13))
     x, y = seq[:, :-1], seq[:, 1:]
-    logp = F.log_softmax(model(x), dim=-1)
+    logp = F.log_softmax(model(x).logits, dim=-1)
     by_hand = -sum(logp[b, t, x[b, t + 1] if t + 1 < 12 else seq[b, 12]]
                    for b in range(2) for t in range(12)) / 24
-    torch.testing.assert_close(model.loss(x, y), by_hand)
+    torch.testing.assert_close(model(x, y).loss, by_hand)
 
 
 def test_training_learns_the_next_token_not_the_one_after():
@@ -164,9 +164,9 @@ def test_training_learns_the_next_token_not_the_one_after():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(150):
         opt.zero_grad()
-        model.loss(x, y).backward()
+        model(x, y).loss.backward()
         opt.step()
     with torch.no_grad():
-        pred = model(x).argmax(-1)
+        pred = model(x).logits.argmax(-1)
     assert (pred == y).float().mean() > 0.95  # next token
     assert (pred[:, :-1] == seq[:, 2:]).float().mean() < 0.2  # not the token after it

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from conftest import require_shared
+from stlm.batch import Batch
 from stlm.eval.bpb import bits_per_byte
 from stlm.tokenizers import ByteTokenizer, GPT2Tokenizer
 
@@ -22,13 +23,17 @@ class Uniform(nn.Module):
         self.vocab = vocab
         self.dummy = nn.Parameter(torch.zeros(()))
 
-    def forward(self, ids):
+    def scores(self, ids):
         return torch.zeros(*ids.shape, self.vocab) + self.dummy
 
+    def logprobs(self, ids, targets):  # the model contract's scoring call
+        logp = torch.log_softmax(self.scores(ids), -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        return logp, torch.zeros_like(targets, dtype=torch.bool)
 
-def _batch(ids):
+
+def _batch(ids, loss_mask=None):
     t = torch.tensor([ids])
-    return t, t  # targets are all that bpb reads besides the logits' shape
+    return Batch(t, t, loss_mask)  # targets are all that bpb reads besides the model's scores
 
 
 def test_uniform_byte_model_scores_log2_257():
@@ -47,9 +52,12 @@ def test_eot_and_padding_add_no_bytes():
     assert with_eot["bytes"] == base["bytes"]  # eot is 0 bytes
     assert with_eot["tokens"] == base["tokens"] + 5  # but its prediction cost counts
     padded_targets = torch.tensor([ids + [-100] * 7])
-    padded = bits_per_byte(Uniform(257), [(padded_targets.clamp(min=0), padded_targets)], tok.byte_lengths())
+    padded = bits_per_byte(Uniform(257), [Batch(padded_targets.clamp(min=0), padded_targets)], tok.byte_lengths())
     assert (padded["bytes"], padded["tokens"]) == (base["bytes"], base["tokens"])
     assert padded["bpb"] == pytest.approx(base["bpb"])
+    mask = torch.tensor([[True] * len(ids) + [False] * 7])  # a loss mask excludes the same way
+    masked = bits_per_byte(Uniform(257), [_batch(ids + [65] * 7, mask)], tok.byte_lengths())
+    assert (masked["bytes"], masked["tokens"]) == (base["bytes"], base["tokens"])
 
 
 def test_byte_and_bpe_tokenizations_share_the_byte_count():
@@ -70,8 +78,8 @@ def test_a_better_model_has_lower_bpb():
     ids = tok.encode(TEXT)
 
     class Knows(Uniform):  # puts extra mass on the true next byte
-        def forward(self, x):
-            logits = super().forward(x)
+        def scores(self, x):
+            logits = super().scores(x)
             return logits.scatter(-1, torch.tensor([ids]).unsqueeze(-1), 5.0)
 
     good = bits_per_byte(Knows(257), [_batch(ids)], tok.byte_lengths())

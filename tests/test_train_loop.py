@@ -66,9 +66,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(root):
     trainer = Trainer(cfg, run_dir, prepare_data(cfg.data, progress=False))
     calls = {"n": 0}
 
-    def poison(module, inputs, output):  # from the 26th training step on, the logits are infinite
-        calls["n"] += module.training
-        return output * math.inf if calls["n"] > 25 else output
+    def poison(module, inputs, output):  # from the 26th training step on, the loss is NaN
+        calls["n"] += module.training and output.loss is not None
+        if calls["n"] > 25 and output.loss is not None:
+            output.loss = output.loss * math.nan
+        return output
 
     trainer.model.register_forward_hook(poison)
     with pytest.raises(TrainingDiverged, match=r"nan at step 26.*step-20"):

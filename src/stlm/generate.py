@@ -65,9 +65,9 @@ def generate_ids(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, *
                     cache, feed = model.new_cache(), ids[-window:]
                 elif cache.length + 1 > window:  # window full: rebuild from its recent half
                     cache, feed = model.new_cache(), ids[-max(window // 2, 1):]
-                logits = model(torch.tensor([feed], device=device), cache=cache)[0, -1]
+                logits = model(torch.tensor([feed], device=device), cache=cache, logits="last").logits[0, -1]
             else:
-                logits = model(torch.tensor([ids[-window:]], device=device))[0, -1]
+                logits = model(torch.tensor([ids[-window:]], device=device), logits="last").logits[0, -1]
             token = sample_next(logits, temperature, top_k, top_p, generator)
             if token == stop_id:
                 break

@@ -112,7 +112,7 @@ def validate(run: RunConfig) -> None:
     import stlm.models.components  # noqa: F401  (fills the registries: the one list of components)
     from stlm.models.registry import REGISTRIES
 
-    for kind in ("embedder", "norm", "attention", "ffn"):
+    for kind in ("embedder", "norm", "attention", "ffn", "head"):
         _check_choice(f"model.{kind}", getattr(m, kind), sorted(REGISTRIES[kind]))
     _check_choice("model.positions", m.positions, s.POSITIONS)
     _check_choice("model.sharing.ffn", m.sharing.ffn, s.FFN_SHARING)
@@ -122,6 +122,9 @@ def validate(run: RunConfig) -> None:
     _check_choice("data.sampling", run.data.sampling, ("random", "sequential"))
     _check_choice("train.schedule", run.train.schedule, ("cosine", "linear", "constant"))
     _check_choice("train.precision", run.train.precision, ("auto", "fp32", "bf16"))
+    from stlm.train.optim import OPTIMIZERS
+
+    _check_choice("train.optimizer", run.train.optimizer, sorted(OPTIMIZERS))
     kv = m.n_kv_heads or m.n_heads
     if m.d_model % m.n_heads or m.n_heads % kv:
         raise ConfigError(

@@ -58,6 +58,9 @@ class ModelConfig:
     norm_eps: float = 1e-6
     attention: str = "gqa"  # gqa | pwa (SLlama's permutated weight attention)
     ffn: str = "swiglu"  # swiglu | gelu | spmlp (SLlama's shared projection MLP)
+    head: str = "token"  # token | multi_token (Gloeckle et al., 2024)
+    mtp_tokens: int = 4  # head=multi_token: tokens predicted per position (next + mtp_tokens - 1)
+    mtp_weight: float = 1.0  # head=multi_token: weight of each extra head's auxiliary loss
     bias: bool = False
     dropout: float = 0.0
     tie_embeddings: bool = False
@@ -138,6 +141,7 @@ class TrainConfig:
     max_steps: Optional[int] = 1000
     max_tokens: Optional[int] = None  # budget alternatives; the smallest one wins
     max_minutes: Optional[float] = None
+    optimizer: str = "adamw"  # a registered optimizer builder (stlm.train.optim)
     lr: float = 3e-3
     min_lr: float = 3e-4
     schedule: str = "cosine"  # cosine | linear | constant

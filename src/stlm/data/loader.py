@@ -1,4 +1,5 @@
-"""Batches of (x, y) token windows from a prepared split; y is x shifted by one token.
+"""Batches of token windows from a prepared split (`stlm.batch.Batch`): targets are the ids
+shifted by one token.
 
 Training batches are a pure function of (seed, step, rank), so a resumed run sees exactly the
 batches it would have seen. `random`: contiguous windows at uniformly random offsets, as in
@@ -10,11 +11,12 @@ sequential pass for validation loss and bits-per-byte.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
+from stlm.batch import Batch
 from stlm.data.prepare import PreparedData
 from stlm.data.shards import ShardedTokens
 from stlm.errors import UserError
@@ -22,9 +24,9 @@ from stlm.errors import UserError
 MODES = ("random", "sequential")
 
 
-def _windows(tokens: ShardedTokens, starts: Sequence[int], context: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _windows(tokens: ShardedTokens, starts: Sequence[int], context: int) -> Batch:
     rows = torch.from_numpy(np.stack([tokens[s:s + context + 1] for s in starts]).astype(np.int64))
-    return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+    return Batch(rows[:, :-1].contiguous(), rows[:, 1:].contiguous())
 
 
 def _check_size(tokens: ShardedTokens, split: str, windows: int, context: int, need: int) -> None:
@@ -52,8 +54,8 @@ class TokenBatches:
             self.n_windows = whole // world_size * world_size
             _check_size(self.tokens, split, self.n_windows, context, world_size)
 
-    def batch(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(x, y), int64 tensors of shape (batch_size, context), for training step `step`."""
+    def batch(self, step: int) -> Batch:
+        """The batch of training step `step`: ids and targets of shape (batch_size, context)."""
         b, t = self.batch_size, self.context
         if self.mode == "random":
             rng = np.random.default_rng([self.seed, step, self.rank])
@@ -65,7 +67,7 @@ class TokenBatches:
 
 
 def eval_batches(data: PreparedData, split: str, batch_size: int, context: int,
-                 max_batches: Optional[int] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+                 max_batches: Optional[int] = None) -> Iterator[Batch]:
     """Non-overlapping windows of `split` in order (the last batch may be smaller), at most
     `max_batches` batches (None: the whole split)."""
     tokens = data.tokens(split)

@@ -5,8 +5,9 @@ those targets spell). The byte count of a target id is `tokenizer.byte_lengths()
 tokens (end-of-text) are 0 bytes, so document separators never inflate the denominator (the STLM
 code counted pad symbols' text as characters, which flattered byte-level models). Their
 prediction cost still counts in the numerator, identically for every tokenizer, since each must
-predict where a document ends. Targets equal to `ignore_index` (padding) count in neither.
-A model uniform over the 257 ids of the byte tokenizer scores log2(257) bits per byte.
+predict where a document ends. Targets equal to IGNORE_INDEX (padding), or outside a batch's
+`loss_mask`, count in neither. A model uniform over the 257 ids of the byte tokenizer scores
+log2(257) bits per byte. Log-probabilities come from the model's public `logprobs` call.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from typing import Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from stlm.batch import IGNORE_INDEX, Batch
 
 
 @torch.no_grad()
-def bits_per_byte(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                  byte_lengths: np.ndarray | torch.Tensor, *, ignore_index: int = -100,
+def bits_per_byte(model: nn.Module, batches: Iterable[Batch], byte_lengths: np.ndarray | torch.Tensor, *,
                   autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Evaluate `model` on (ids, already-shifted targets) batches: mean loss (nats per token),
-    bpb, and the numbers of scored tokens and bytes. `autocast_dtype`: e.g. torch.bfloat16 on GPU."""
+    """Evaluate `model` on batches: mean loss (nats per token), bpb, and the numbers of scored
+    tokens and bytes. `autocast_dtype`: e.g. torch.bfloat16 on GPU."""
     device = next(model.parameters()).device
     lengths = torch.as_tensor(np.asarray(byte_lengths), dtype=torch.long, device=device)
     nll = torch.zeros((), dtype=torch.float64, device=device)
@@ -34,17 +35,16 @@ def bits_per_byte(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
     was_training = model.training
     model.eval()
     try:
-        for ids, targets in batches:
-            ids, targets = ids.to(device), targets.to(device)
+        for batch in batches:
+            batch = batch.to(device)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = model(ids)
-            flat = targets.reshape(-1)
-            losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), flat,
-                                     ignore_index=ignore_index, reduction="none")
-            scored = flat != ignore_index
-            nll += losses.sum(dtype=torch.float64)
+                logp, _ = model.logprobs(batch.ids, batch.targets, **batch.extras)
+            scored = batch.targets != IGNORE_INDEX
+            if batch.loss_mask is not None:
+                scored &= batch.loss_mask
+            nll -= logp[scored].sum(dtype=torch.float64)
             n_tokens += scored.sum()
-            n_bytes += lengths[flat[scored]].sum()
+            n_bytes += lengths[batch.targets[scored]].sum()
     finally:
         model.train(was_training)
     tokens, nbytes = int(n_tokens), int(n_bytes)

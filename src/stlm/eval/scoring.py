@@ -16,8 +16,8 @@ What makes it fast, without changing any result beyond float rounding:
   come from the requests sorted by tokens, cut where neighbours share less than their other
   neighbours do; shared lengths are rounded down to 3 significant bits so that clusters of
   similar prefix length fill one batch;
-- the vocabulary projection and softmax run only where a continuation token is scored, once per
-  distinct position, never over the context (with a 50k vocabulary the projection is most of a
+- the vocabulary projection and softmax (the model's `target_logprobs`) run only where a
+  continuation token is scored, once per distinct position and target, never over the context (with a 50k vocabulary the projection is most of a
   tiny model's work);
 - remainders are sorted by length so batches pad little; padding goes on the right, where causal
   attention cannot see it.
@@ -33,7 +33,6 @@ import torch
 
 from stlm.models.kv_cache import KVCache
 
-HEAD_CHUNK_ELEMENTS = 1 << 25  # logits computed at once (rows x vocab), bounds memory (~128 MiB)
 
 
 @dataclass(frozen=True)
@@ -154,11 +153,8 @@ def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], bat
 
 
 def _hidden(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """`LanguageModel.forward` without the head: the final hidden states (B, T, d_model)."""
-    start = cache.length
-    x = model.core(model.embedder(ids, start), start=start, cache=cache)
-    cache.advance(ids.shape[1])
-    return x
+    """The final hidden states (B, T, d_model) of ids continuing the cache (advanced)."""
+    return model.encode(ids, cache=cache)
 
 
 def _select(cache: KVCache, index: torch.Tensor) -> KVCache:
@@ -173,22 +169,11 @@ def _select(cache: KVCache, index: torch.Tensor) -> KVCache:
 def _add_scores(model, hidden: torch.Tensor, rows: list[int], targets: list[int], owners: list[int],
                 logprob: torch.Tensor, misses: torch.Tensor) -> None:
     """log p(target | hidden[row]) and whether it is the argmax, added to each owner's totals. The
-    head runs once per distinct row (a prefix position can serve several sequences), in float32."""
+    head runs once per distinct (row, target) (a prefix position can serve several sequences)."""
     if not rows:
         return
-    unique, where = torch.tensor(rows).unique(return_inverse=True)
-    hidden = hidden[unique.to(hidden.device)]
-    targets_t = torch.tensor(targets)
-    lp = torch.empty(len(rows), dtype=torch.float64)
-    hit = torch.empty(len(rows), dtype=torch.bool)
-    step = max(1, HEAD_CHUNK_ELEMENTS // model.vocab_size)
-    for start in range(0, hidden.shape[0], step):
-        logits = model.head(hidden[start : start + step]).float()
-        lse, top = logits.logsumexp(-1).cpu(), logits.argmax(-1).cpu()
-        mine = (where >= start) & (where < start + step)
-        r, t = where[mine] - start, targets_t[mine]
-        lp[mine] = (logits[r.to(logits.device), t.to(logits.device)].cpu() - lse[r]).double()
-        hit[mine] = top[r] == t
+    pairs, where = torch.tensor(list(zip(rows, targets))).unique(dim=0, return_inverse=True)
+    lp, hit = model.target_logprobs(hidden[pairs[:, 0].to(hidden.device)], pairs[:, 1].to(hidden.device))
     owners_t = torch.tensor(owners)
-    logprob.index_add_(0, owners_t, lp)
-    misses.index_add_(0, owners_t, (~hit).long())
+    logprob.index_add_(0, owners_t, lp.cpu().double()[where])
+    misses.index_add_(0, owners_t, (~hit.cpu())[where].long())

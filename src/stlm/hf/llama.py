@@ -26,10 +26,11 @@ HF_NAMES = [  # (our name pattern, HF name pattern)
 
 def check_llama_compatible(cfg: ModelConfig) -> None:
     plain = (cfg.embedder == "token" and cfg.positions == "rope" and cfg.norm == "rmsnorm"
-             and cfg.attention == "gqa" and cfg.ffn == "swiglu" and not cfg.bias)
+             and cfg.attention == "gqa" and cfg.ffn == "swiglu" and cfg.head == "token" and not cfg.bias)
     if not plain:
         raise ValueError(f"model '{cfg.name}' is not a plain Llama (embedder=token, positions=rope, "
-                         "norm=rmsnorm, attention=gqa, ffn=swiglu, bias=false); it has no LlamaForCausalLM twin")
+                         "norm=rmsnorm, attention=gqa, ffn=swiglu, head=token, bias=false); it has no "
+                         "LlamaForCausalLM twin")
 
 
 def llama_config_for(cfg: ModelConfig, vocab_size: int):

@@ -2,7 +2,8 @@
 
 Which attention and FFN each block uses comes from the registry; `stlm.models.sharing` decides
 which blocks share one module (the same Python object, hence the same parameters). Norms are
-always per layer.
+always per layer. Positions are explicit: a (T,) tensor of absolute positions shared by the
+batch, from which rotary tables are built.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ class TransformerCore(nn.Module):
         self.rope = (RotaryEmbedding(head_dim, cfg.context_length, cfg.rope_theta)
                      if cfg.positions == "rope" else None)
 
-    def forward(self, x: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        rope = self.rope(start, x.shape[1], x.device) if self.rope is not None else None
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+                keep_states: bool = False) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The final hidden states, and with `keep_states` every block's output (input first)."""
+        rope = self.rope(positions) if self.rope is not None else None
+        states = [x] if keep_states else None
         for i, block in enumerate(self.blocks):
             x = block(x, rope, cache, i)
-        return x
+            if states is not None:
+                states.append(x)
+        return x, states

@@ -40,6 +40,7 @@ class LoRAShared(nn.Module):
     def __init__(self, shared: nn.Module, rank: int, alpha: float):
         super().__init__()
         self.shared = shared
+        self.param_category = getattr(shared, "param_category", None)  # adapters count with it
         self.targets: dict[str, str] = {}  # adapter key -> weight name inside `shared`
         adapters = {}
         for name, module in shared.named_modules():
@@ -48,11 +49,6 @@ class LoRAShared(nn.Module):
                 self.targets[key] = f"{name}.weight"
                 adapters[key] = LoRA(module.out_features, module.in_features, rank, alpha)
         self.adapters = nn.ModuleDict(adapters)
-
-    @property
-    def extra_matmul_params(self) -> int:
-        """Matmul parameters the shared module declares beyond its nn.Linear layers."""
-        return getattr(self.shared, "extra_matmul_params", 0)
 
     def forward(self, *args, **kwargs):
         weights = dict(self.shared.named_parameters())

@@ -1,23 +1,35 @@
-"""A language model is embedder -> core -> head, each chosen by `ModelConfig`.
+"""A language model is embedder -> core -> head, each chosen by `ModelConfig` from the registry.
 
 The model is single-device and pure: distribution, compilation and mixed precision are the
-trainer's business (`stlm.train.setup`). `forward` returns logits; the loss uses targets that the
-data loader already shifted by one, and nothing here shifts them again (the SLlama code did).
+trainer's business (`stlm.train.setup`). Its public calls are the whole contract the rest of stlm
+uses (nothing outside `stlm.models` touches the embedder, core or head):
+
+- `forward(ids, targets=None, ...) -> ModelOutput`: logits, and with targets the training loss,
+  the next-token loss and named auxiliary losses; per-layer hidden states on request.
+- `encode(ids, cache=...)`: the final hidden states (a KV cache continues earlier ids), and
+  `target_logprobs(hidden, targets)`: log p(target) and whether it is the argmax. Together they
+  are `logprobs(ids, targets)`, the one scoring call behind bits per byte, zero-shot tasks and the
+  lm-eval adapter.
+- `new_cache()` for incremental decoding.
+
+Targets are already shifted by the data loader (`targets[t]` follows `ids[t]`); nothing here
+shifts them again (the SLlama code did).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import stlm.models.components  # noqa: F401  (registers the built-in components)
 from stlm.config.schema import ModelConfig
 from stlm.models.core import Block, TransformerCore
-from stlm.models.head import LMHead
 from stlm.models.kv_cache import KVCache
+from stlm.models.output import ModelOutput
 from stlm.models.registry import lookup
 from stlm.models.sharing import build_layer_modules
+
+LOGITS = ("all", "last", "none")
 
 
 class LanguageModel(nn.Module):
@@ -28,17 +40,18 @@ class LanguageModel(nn.Module):
         self.embedder = lookup("embedder", cfg.embedder)(cfg, vocab_size)
         attns, ffns = build_layer_modules(cfg)
         self.core = TransformerCore(cfg, [Block(cfg, a, f) for a, f in zip(attns, ffns)])
-        self.head = LMHead(cfg, vocab_size)
+        self.head = lookup("head", cfg.head)(cfg, vocab_size)
         self.reset_parameters()
         if cfg.tie_embeddings:
             self.tie_weights()
 
     def tie_weights(self) -> None:
         tied = getattr(self.embedder, "tie_weight", None)
-        if tied is None or tied.shape != self.head.linear.weight.shape:
-            raise ValueError(f"embedder '{self.cfg.embedder}' has no vocab x d_model matrix to tie "
-                             "to the head; set model.tie_embeddings=false")
-        self.head.linear.weight = tied
+        target = getattr(self.head, "tie_target", None)
+        if tied is None or target is None or tied.shape != target.weight.shape:
+            raise ValueError(f"embedder '{self.cfg.embedder}' and head '{self.cfg.head}' have no "
+                             "vocab x d_model matrices to tie; set model.tie_embeddings=false")
+        target.weight = tied
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -60,26 +73,69 @@ class LanguageModel(nn.Module):
     def n_layers(self) -> int:
         return len(self.core.blocks)
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) for token ids (B, T); with a cache, ids continue the cached ones."""
-        start = cache.length if cache is not None else 0
-        if start + ids.shape[1] > self.cfg.context_length and self.cfg.positions != "rope":
-            raise ValueError(f"sequence of {start + ids.shape[1]} tokens exceeds context "
-                             f"{self.cfg.context_length}")
-        x = self.embedder(ids, start)
-        x = self.core(x, start=start, cache=cache)
-        if cache is not None:
-            cache.advance(ids.shape[1])
-        return self.head(x)
-
-    def loss(self, ids: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-        """Mean next-token cross-entropy; `targets[t]` is the token after `ids[t]` (already shifted)."""
-        logits = self(ids)
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=ignore_index)
-
     def new_cache(self) -> KVCache:
         return KVCache(self.n_layers)
+
+    # -----------------------------------------------------------------------------------------
+
+    def _positions(self, length: int, cache: KVCache | None, positions: torch.Tensor | None,
+                   device: torch.device) -> torch.Tensor:
+        start = cache.length if cache is not None else 0
+        if positions is None:
+            if start + length > self.cfg.context_length and self.cfg.positions != "rope":
+                raise ValueError(f"sequence of {start + length} tokens exceeds context "
+                                 f"{self.cfg.context_length}; absolute positions cannot extrapolate")
+            return torch.arange(start, start + length, device=device)
+        if positions.shape != (length,):
+            raise ValueError(f"positions must have shape ({length},), got {tuple(positions.shape)}")
+        return positions.to(device)
+
+    def _run(self, ids: torch.Tensor, cache: KVCache | None, positions: torch.Tensor | None,
+             keep_states: bool) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        pos = self._positions(ids.shape[1], cache, positions, ids.device)
+        h, states = self.core(self.embedder(ids, pos), pos, cache=cache, keep_states=keep_states)
+        if cache is not None:
+            cache.advance(ids.shape[1])
+        return h, states
+
+    def encode(self, ids: torch.Tensor, *, cache: KVCache | None = None,
+               positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states (B, T, d_model) for ids (B, T); with a cache, ids continue the
+        cached ones (and the cache is advanced)."""
+        return self._run(ids, cache, positions, keep_states=False)[0]
+
+    def target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For hidden states (N, d_model) from `encode` and targets (N,): log p(target) in float32
+        and whether the target is the argmax."""
+        return self.head.target_logprobs(hidden, targets)
+
+    def logprobs(self, ids: torch.Tensor, targets: torch.Tensor, *, cache: KVCache | None = None,
+                 positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(targets[b, t] | ids[b, :t+1]) (B, T) in float32, and whether each target is the
+        argmax. Targets below 0 (padding) get an arbitrary value: mask them out."""
+        h = self.encode(ids, cache=cache, positions=positions)
+        logp, greedy = self.target_logprobs(h.reshape(-1, h.shape[-1]), targets.reshape(-1))
+        return logp.view(targets.shape), greedy.view(targets.shape)
+
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, *,
+                loss_mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                positions: torch.Tensor | None = None, output_hidden_states: bool = False,
+                logits: str = "all") -> ModelOutput:
+        """Run the model on ids (B, T). With `targets` (B, T), the output carries the loss.
+        `logits`: "all" positions, only the "last" (decoding) or "none" (when not training)."""
+        if logits not in LOGITS:
+            raise ValueError(f"logits must be one of {LOGITS}, got {logits!r}")
+        h, states = self._run(ids, cache, positions, keep_states=output_hidden_states)
+        out = ModelOutput(hidden_states=states)
+        if targets is not None:
+            out.logits = self.head(h)
+            head_loss = self.head.loss(h, targets, loss_mask, logits=out.logits)
+            out.loss, out.lm_loss, out.aux_losses = head_loss.total(), head_loss.lm_loss, head_loss.aux_losses
+        elif logits == "all":
+            out.logits = self.head(h)
+        elif logits == "last":
+            out.logits = self.head(h[:, -1:])
+        return out
 
 
 def resolve_vocab_size(cfg: ModelConfig, tokenizer_vocab: int | None) -> int:

@@ -1,35 +1,40 @@
-"""Parameter accounting and FLOPs per token.
+"""Parameter accounting and FLOPs per token, by component kind.
 
-Parameters are grouped by component (embedding, positions, attention, MLP, norms, head). A tensor
-shared by several modules (tied embedding and head, layers sharing a block) is counted once, at
-its first owner. FLOPs follow nanoGPT/PaLM (Chowdhery et al., 2022, appendix B): 6 per matmul
-parameter *use* per token for forward and backward, plus 12 * layers * d_attn * context for the
-attention scores; a block applied in several layers counts once per layer, an embedding lookup
-counts nothing.
+Each parameter is counted under the `param_category` of the innermost module that declares one
+(registering a component gives it its kind's category: embedding, attention, mlp, norms, head;
+a component may set its own, as absolute positions do). A tensor shared by several modules
+(tied embedding and head, layers sharing a block) is counted once, at its first owner.
+
+FLOPs are counted from the computation actually performed, not from the config: one forward
+pass of a training batch runs with hooks that add, for every call of an `nn.Linear`, its weight
+size times the rows it processed, and for modules that multiply by a parameter outside an
+`nn.Linear` (`extra_matmul_params`) that number likewise. Training FLOPs are 6 per matmul
+parameter use per token (forward and backward; nanoGPT and PaLM, Chowdhery et al., 2022,
+appendix B) plus 12 * d_attn * context per attention call for the scores. A block applied in
+several layers counts once per use; embedding lookups count nothing. A new component is counted
+right without editing this file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 COMPONENTS = ("embedding", "positions", "attention", "mlp", "norms", "head")
+EMBEDDING_CATEGORIES = ("embedding", "positions")
 
 
-def component_of(name: str, module_path_types: dict[str, type]) -> str:
-    """Which component a parameter (by its qualified name) belongs to."""
-    parts = name.split(".")
-    owner_types = [module_path_types.get(".".join(parts[:i]), object) for i in range(len(parts))]
-    if any("Norm" in t.__name__ for t in owner_types):
-        return "norms"
-    if parts[0] == "embedder":
-        return "positions" if "positions" in parts else "embedding"
-    if parts[0] == "head":
-        return "head"
-    if len(parts) > 3 and parts[0] == "core" and parts[1] == "blocks":
-        return "attention" if parts[3] == "attn" else "mlp"
-    return "other"
+def categories(model: nn.Module) -> dict[str, str]:
+    """The accounting category of every parameter name (first owner of shared tensors)."""
+    declared = {name: getattr(m, "param_category", None) for name, m in model.named_modules()}
+    out = {}
+    for name, _ in model.named_parameters():
+        parts = name.split(".")
+        owners = (".".join(parts[:i]) for i in range(len(parts) - 1, -1, -1))  # innermost first
+        out[name] = next((declared[o] for o in owners if declared.get(o)), "other")
+    return out
 
 
 @dataclass
@@ -45,31 +50,50 @@ class ParamReport:
         return self.total - self.embedding
 
 
-def count_parameters(model: nn.Module) -> ParamReport:
-    types = {name: type(m) for name, m in model.named_modules()}
+def count_parameters(model: nn.Module, flops: bool = True) -> ParamReport:
     report = ParamReport(by_component={c: 0 for c in COMPONENTS})
-    seen: set[int] = set()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        comp = component_of(name, types)
-        report.by_component[comp] = report.by_component.get(comp, 0) + p.numel()
-        report.total += p.numel()
-    report.embedding = report.by_component["embedding"] + report.by_component["positions"]
-    report.matmul_params_per_token, report.flops_per_token = _flops(model)
+    params = dict(model.named_parameters())
+    for name, category in categories(model).items():
+        n = params[name].numel()
+        report.by_component[category] = report.by_component.get(category, 0) + n
+        report.total += n
+    report.embedding = sum(report.by_component.get(c, 0) for c in EMBEDDING_CATEGORIES)
+    if flops:
+        report.matmul_params_per_token, report.flops_per_token = count_flops(model)
     return report
 
 
-def _flops(model: nn.Module) -> tuple[int, int]:
-    """Per-token matmul parameter uses and training FLOPs (forward + backward)."""
+@torch.no_grad()
+def count_flops(model: nn.Module, context: int | None = None, tokens: int = 16) -> tuple[int, int]:
+    """(matmul parameter uses per token, training FLOPs per token) measured on one forward pass
+    of a training batch of `tokens` positions, with attention scores costed at `context`
+    (default: the model's context length)."""
     cfg = model.cfg
-    n = 0
-    for block in model.core.blocks:  # each layer counts its (possibly shared) weights
-        for sub in (block.attn, block.ffn):
-            n += sum(m.weight.numel() for m in sub.modules() if isinstance(m, nn.Linear))
-            n += getattr(sub, "extra_matmul_params", 0)
-    n += model.head.linear.weight.numel()
-    d_attn = cfg.n_heads * (cfg.d_model // cfg.n_heads)
-    attention = 12 * cfg.n_layers * d_attn * cfg.context_length
-    return n, 6 * n + attention
+    context = context or cfg.context_length
+    tokens = min(tokens, cfg.context_length)
+    uses = [0]
+    attention = [0]
+
+    def count(module: nn.Module, args, _output) -> None:
+        rows = args[0].shape[:-1].numel() if args and torch.is_tensor(args[0]) else 0
+        if isinstance(module, nn.Linear):
+            uses[0] += module.weight.numel() * rows
+        uses[0] += getattr(module, "extra_matmul_params", 0) * rows
+        if getattr(module, "component_kind", None) == "attention":
+            attention[0] += 12 * module.n_heads * module.head_dim * context * rows
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, nn.Linear) or hasattr(m, "extra_matmul_params")
+             or getattr(m, "component_kind", None) == "attention"]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
+        model(ids, ids)  # with targets: the heads' training computation counts too
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    per_token = uses[0] // tokens
+    return per_token, 6 * per_token + attention[0] // tokens

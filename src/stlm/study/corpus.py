@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stlm.batch import Batch
 from stlm.config.schema import DataConfig, SourceConfig, TokenizerConfig
 from stlm.errors import UserError
 from stlm.study.mediawiki import STRIP_VERSION, export_to_jsonl
@@ -80,4 +81,4 @@ def window_batches(ids: np.ndarray, context: int, batch_size: int):
     x = torch.from_numpy(ids[: n * context].reshape(n, context))
     y = torch.from_numpy(ids[1 : n * context + 1].reshape(n, context))
     for i in range(0, n, batch_size):
-        yield x[i : i + batch_size], y[i : i + batch_size]
+        yield Batch(x[i : i + batch_size], y[i : i + batch_size])

@@ -3,8 +3,8 @@
 A checkpoint is a folder `checkpoints/step-N/` holding
 - `model.safetensors`: the weights (`safetensors.torch.save_model` stores a tied tensor once; on
   reload the model is built from its config, so ties come from construction),
-- `trainer.safetensors`: optimizer state tensors (`optimizer.<param index>.<name>`) and the torch
-  and numpy RNG states,
+- `trainer.safetensors`: optimizer state tensors (`optimizer.<parameter name>.<state key>`, so
+  any set of optimizers resumes exactly) and the torch and numpy RNG states,
 - `trainer.json`: step, tokens, elapsed time, validation loss, python RNG state and the
   fingerprint of the tokenizer.
 It is written into `checkpoints/.tmp-step-N/`, fsynced, then renamed, so a crash never leaves a
@@ -29,12 +29,13 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from stlm.errors import UserError
+from stlm.train.optim import OptimizerSet
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer.safetensors"
 META_FILE = "trainer.json"
 BEST_FILE = "best"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optimizer state keyed by parameter name (1: by index)
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
@@ -81,7 +82,7 @@ def best_val_loss(ckpt_dir: Path) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer: OptimizerSet,
                     meta: dict[str, Any]) -> Path:
     """Write `step-<step>` atomically and return its path. `meta` must be JSON-serialisable."""
     final = ckpt_dir / f"step-{step}"
@@ -119,11 +120,8 @@ def prune(ckpt_dir: Path, keep_last: int) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _training_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors: dict[str, torch.Tensor] = {}
-    for index, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+def _training_state(optimizer: OptimizerSet) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {f"optimizer.{key}": value for key, value in optimizer.state_tensors().items()}
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -161,9 +159,13 @@ def read_meta(checkpoint: Path) -> dict[str, Any]:
     return _read_json(checkpoint / META_FILE)
 
 
-def load_training_state(checkpoint: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_training_state(checkpoint: Path, optimizer: OptimizerSet) -> dict[str, Any]:
     """Restore optimizer state and RNG states; return the checkpoint's metadata (step, tokens, ...)."""
     meta = read_meta(checkpoint)
+    if meta.get("format", 1) < 2:
+        raise UserError(f"{checkpoint} was written by an older stlm (checkpoint format "
+                        f"{meta.get('format', 1)}, optimizer state by index) and cannot be resumed; "
+                        "its weights still load for eval, generate and export")
     path = checkpoint / STATE_FILE
     if not path.exists():
         raise UserError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
@@ -171,18 +173,9 @@ def load_training_state(checkpoint: Path, optimizer: torch.optim.Optimizer) -> d
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise UserError(f"checkpoint file {path} is corrupt or truncated ({exc})") from exc
-    current = optimizer.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    n_params = sum(len(g["params"]) for g in current["param_groups"])
-    if state and max(state) >= n_params:
-        raise UserError(f"optimizer state in {path} has more parameters than the model; was "
-                        "config.yaml changed?")
-    current["state"] = state
-    optimizer.load_state_dict(current)
+    prefix = "optimizer."
+    optimizer.load_state_tensors({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                                 str(path))
     torch.set_rng_state(tensors["rng.torch"])
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():

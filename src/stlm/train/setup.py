@@ -1,7 +1,7 @@
 """Everything that adapts a pure single-device model to the machine it trains on.
 
 Device choice, mixed precision (bf16 autocast on GPU, float32 on CPU), torch.compile, seeding,
-the AdamW optimizer, and data-parallel training under torchrun (PyTorch DDP, Li et al., 2020,
+and data-parallel training under torchrun (PyTorch DDP, Li et al., 2020,
 arXiv 2006.15704): one process per device, gloo on CPU and NCCL on GPU, gradients all-reduced
 once per optimizer step. The model itself never knows about any of it.
 """
@@ -91,31 +91,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW (Loshchilov & Hutter, 2017, arXiv 1711.05101): weight decay on matrices (embeddings
-    included, as nanoGPT), none on vectors (norm scales, biases); the fused kernel on CUDA, and on
-    CPU from torch 2.4 (4x faster than the per-tensor loop there)."""
-    params = [p for p in model.parameters() if p.requires_grad]  # a tied tensor appears once
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    fused = device.type == "cuda" or (device.type == "cpu" and _torch_at_least(2, 4))
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
-
-
-def _torch_at_least(major: int, minor: int) -> bool:
-    version = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
-    return version >= (major, minor)
-
-
 class LossModule(nn.Module):
-    """`model.loss(x, y)` as a forward pass, so DDP and torch.compile see the whole step."""
+    """The model's loss as a forward pass, so DDP and torch.compile see the whole step. Returns
+    (training objective, next-token loss, auxiliary losses), the last two detached."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(ids, targets)
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor, **inputs):
+        out = self.model(ids, targets, **inputs)
+        return out.loss, out.lm_loss.detach(), {k: v.detach() for k, v in out.aux_losses.items()}
 
 
 def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> nn.Module:

@@ -1,5 +1,5 @@
-"""The training loop: AdamW with warmup and decay, gradient accumulation and clipping, periodic
-evaluation in bits per byte, atomic checkpoints, and exact resumption.
+"""The training loop: registered optimizers (`stlm.train.optim`) with warmup and decay, gradient
+accumulation and clipping, periodic evaluation in bits per byte, atomic checkpoints, and exact resumption.
 
 Batches are a pure function of (seed, step, rank) and the checkpoint holds weights, optimizer
 state, RNG states and the step, so a resumed run computes the same losses as one that was never
@@ -25,8 +25,8 @@ from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR
 from stlm.train import checkpoint as ckpt
 from stlm.train.budget import plan_budget
 from stlm.train.metrics import MetricsLog, ProgressBar
-from stlm.train.setup import (Runtime, build_optimizer, init_runtime, seed_everything, sync_context,
-                              wrap_for_training)
+from stlm.train.optim import build_optimizer
+from stlm.train.setup import Runtime, init_runtime, seed_everything, sync_context, wrap_for_training
 
 
 class TrainingDiverged(UserError):
@@ -94,24 +94,28 @@ class Trainer:
                                 best if best is not None else math.inf)
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step (grad_accum micro-batches); returns loss, lr and grad_norm."""
+        """One optimizer step (grad_accum micro-batches); returns the next-token loss, lr,
+        grad_norm, and when the model has auxiliary losses the objective and each of them."""
         t, rt = self.cfg.train, self.rt
         lr = self.budget.lr(self.state.step, self.state.elapsed_s)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        total = torch.zeros((), device=rt.device)
+        self.optimizer.set_lr(lr)
+        objective = torch.zeros((), device=rt.device)
+        lm_loss = torch.zeros((), device=rt.device)
+        aux: dict[str, torch.Tensor] = {}
         for micro in range(t.grad_accum):
-            x, y = self.batches.batch(self.state.step * t.grad_accum + micro)
-            x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+            batch = self.batches.batch(self.state.step * t.grad_accum + micro).to(rt.device, non_blocking=True)
             with sync_context(self.step_module, micro == t.grad_accum - 1):
                 with rt.autocast():
-                    loss = self.step_module(x, y) / t.grad_accum
-                loss.backward()
-            total += loss.detach()
-        loss_value = float(rt.mean(total))
+                    loss, lm, parts = self.step_module(**batch.model_inputs())
+                (loss / t.grad_accum).backward()
+            objective += loss.detach() / t.grad_accum
+            lm_loss += lm / t.grad_accum
+            for name, value in parts.items():
+                aux[name] = aux.get(name, 0.0) + value / t.grad_accum
+        objective_value = float(rt.mean(objective))
         step = self.state.step + 1
-        if not math.isfinite(loss_value):
-            self._diverged(f"the training loss is {loss_value} at step {step}")
+        if not math.isfinite(objective_value):
+            self._diverged(f"the training loss is {objective_value} at step {step}")
         max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         if not math.isfinite(grad_norm):
@@ -120,7 +124,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step = step
         self.state.tokens += self.budget.tokens_per_step
-        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
+        out = {"loss": float(rt.mean(lm_loss)), "lr": lr, "grad_norm": grad_norm}
+        if aux:
+            out["objective"] = objective_value
+            out.update({f"aux.{name}": float(rt.mean(value)) for name, value in aux.items()})
+        return out
 
     def _diverged(self, what: str) -> None:
         self.optimizer.zero_grad(set_to_none=True)

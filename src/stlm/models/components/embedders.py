@@ -26,7 +26,9 @@ def sincos_table(n_positions: int, dim: int) -> torch.Tensor:
 
 
 class AbsolutePositions(nn.Module):
-    """Adds a learned or sinusoidal vector per position; refuses positions past the context."""
+    """Adds a learned or sinusoidal vector per position."""
+
+    param_category = "positions"
 
     def __init__(self, kind: str, n_positions: int, dim: int):
         super().__init__()
@@ -36,12 +38,10 @@ class AbsolutePositions(nn.Module):
         else:
             self.register_buffer("weight", sincos_table(n_positions, dim), persistent=False)
 
-    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        t = x.shape[1]
-        if start + t > self.n_positions:
-            raise ValueError(f"position {start + t - 1} is past the model's context "
-                             f"({self.n_positions}); absolute positions cannot extrapolate")
-        return x + self.weight[start : start + t].to(x.dtype)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """x (B, T, dim) plus the vectors of the (T,) `positions` (the model checks they are
+        inside the context: absolute positions cannot extrapolate)."""
+        return x + self.weight[positions].to(x.dtype)
 
 
 @register("embedder", "token")
@@ -60,8 +60,8 @@ class TokenEmbedder(nn.Module):
         """The matrix an LM head may share (vocab x d_model)."""
         return self.token.weight
 
-    def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = self.token(ids)
         if self.positions is not None:
-            x = self.positions(x, start)
+            x = self.positions(x, positions)
         return self.dropout(x)

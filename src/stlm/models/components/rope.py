@@ -14,10 +14,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.max_positions = max_positions
 
-    def forward(self, start: int, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of shape (length, head_dim) for positions start .. start+length-1."""
-        pos = torch.arange(start, start + length, device=device, dtype=torch.float32)
-        freqs = torch.outer(pos, self.inv_freq.to(device))
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of shape (T, head_dim) for the (T,) absolute `positions`."""
+        freqs = torch.outer(positions.float(), self.inv_freq.to(positions.device))
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos(), emb.sin()
 

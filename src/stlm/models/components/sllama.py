@@ -48,10 +48,10 @@ class RepeatedReducedEmbedder(nn.Module):
                           if cfg.positions in ("learned", "sincos") else None)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = self.token(ids).repeat(1, 1, self.factor)  # block tiling: [e, e, e, e]
         if self.positions is not None:
-            x = self.positions(x, start)
+            x = self.positions(x, positions)
         return self.dropout(x)
 
 
