@@ -68,7 +68,7 @@ def test_pwa_equals_attention_with_the_permuted_matrices():
     attn = PermutedWeightAttention(cfg).eval().double()
     torch.nn.init.normal_(attn.table.weight)
     x = torch.randn(2, 10, 64, dtype=torch.float64)
-    rope = tuple(r.double() for r in RotaryEmbedding(16, 16)(0, 10, x.device))
+    rope = tuple(r.double() for r in RotaryEmbedding(16, 16)(torch.arange(10)))
     s = attn.table.weight
     w_q, w_k, w_v = (s[idx] for idx in pwa_indices(64))  # row i of W_Q is row idx_Q[i] of S
     assert all(torch.linalg.matrix_rank(w) == 6 for w in (w_q, w_k, w_v))
@@ -112,7 +112,7 @@ def test_spmlp_up_is_down_transposed(d_ff):
 def test_rrhp_tiles_blocks_and_keeps_the_head_untied():
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(compose_config(["model=sllama"]).model, vocab_size=50))
-    x = model.embedder(torch.tensor([[3, 7, 9]]))
+    x = model.embedder(torch.tensor([[3, 7, 9]]), torch.arange(3))
     blocks = x.split(16, dim=-1)
     assert x.shape == (1, 3, 64) and all(torch.equal(b, blocks[0]) for b in blocks)
     assert torch.equal(blocks[0], model.embedder.token.weight[[3, 7, 9]].unsqueeze(0))
