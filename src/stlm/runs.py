@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from stlm.config.loader import ConfigError, config_from_dict, to_yaml
+from stlm.config.loader import config_from_dict, to_yaml
 from stlm.config.schema import RunConfig
-from stlm.errors import UserError
+from stlm.errors import ConfigError, UserError
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_DIR = "tokenizer"

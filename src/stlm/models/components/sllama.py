@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stlm.config.loader import ConfigError
+from stlm.errors import ConfigError
 from stlm.config.schema import ModelConfig
 from stlm.models.components.embedders import AbsolutePositions
 from stlm.models.components.rope import apply_rope
