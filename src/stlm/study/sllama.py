@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -23,6 +22,7 @@ import torch
 from stlm.config.loader import compose_config, validate
 from stlm.config.schema import DataConfig, EvalConfig, RunConfig, TrainConfig
 from stlm.errors import UserError
+from stlm.fileio import write_atomic
 from stlm.study.corpus import study_data, test_text_ids, window_batches
 from stlm.study.plan import Plan, plan_for
 
@@ -123,9 +123,7 @@ def evaluate_model(run_dir: Path, plan: Plan, s: StudySettings) -> dict:
     result = {"settings": settings, "test_bpb": test["bpb"], "test_tokens": test["tokens"],
               "blimp": blimp("blimp"), "blimp_filtered": blimp("blimp_filtered"),
               "grammar_pairs": pairs.to_dict()}
-    tmp = cache.with_name(f".tmp-{cache.name}")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, cache)
+    write_atomic(cache, json.dumps(result, indent=1))
     return result
 
 

@@ -18,7 +18,8 @@ from typing import Iterable, Sequence
 import tiktoken
 
 from stlm.errors import UserError
-from stlm.tokenizers.base import EOT_TEXT, Tokenizer, write_atomic
+from stlm.fileio import write_atomic
+from stlm.tokenizers.base import EOT_TEXT, Tokenizer
 
 R50K_FILE = "r50k_base.tiktoken"
 R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
