@@ -44,8 +44,7 @@ class RepeatedReducedEmbedder(nn.Module):
                               f"model.d_model ({cfg.d_model})")
         self.factor = cfg.rrhp_factor
         self.token = nn.Embedding(vocab_size, cfg.d_model // cfg.rrhp_factor)
-        self.positions = (AbsolutePositions(cfg.positions, cfg.context_length, cfg.d_model)
-                          if cfg.positions in ("learned", "sincos") else None)
+        self.positions = (AbsolutePositions(cfg) if cfg.positions in ("learned", "sincos") else None)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
