@@ -26,10 +26,10 @@ def _task_list() -> str:
 EPILOG = f"""tasks:
 {_task_list()}
 
-Data: the Hugging Face hub by default; --data-dir DIR (or $STLM_DATA_DIR) reads local files in the
-layout of ../shared/data instead. --limit N scores a seeded random subset of N items per task (per
-BLiMP paradigm, per MMLU subject), the same every time. More tasks: --task-file my_task.yaml (see
-docs/adding_a_task.md). Any lm-evaluation-harness task: python -m stlm.eval.harness run --model stlm
+Data: local files laid out as docs/data.md from --data-dir DIR, else $STLM_DATA_DIR, else
+~/.cache/stlm/data if it exists; otherwise the Hugging Face hub. --limit N scores a seeded random
+subset of N items per task (per BLiMP paradigm, per MMLU subject), the same every time. More
+tasks: --task-file my_task.yaml (see docs/adding_a_task.md). Any lm-evaluation-harness task: python -m stlm.eval.harness run --model stlm
 --model_args run=RUN --batch_size 64 --tasks NAME."""
 
 
@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="a seeded subset of N items per task, per subtask (BLiMP "
                                              "paradigm, MMLU subject); grammar: N pairs per paradigm; bpb: all")
     p.add_argument("--seed", type=int, help="seed of the --limit subset (default 1234)")
-    p.add_argument("--data-dir", help="local data folder laid out as ../shared/data (default: $STLM_DATA_DIR, "
-                                      "else the hub)")
+    p.add_argument("--data-dir", help="local data folder laid out as docs/data.md (default: $STLM_DATA_DIR, "
+                                      "else ~/.cache/stlm/data if it exists, else the hub)")
     p.add_argument("--data", help="bpb: evaluate on this data preset's validation split instead of the run's")
     p.add_argument("--batch-size", type=int, help="sequences per forward pass (default: the run's eval.batch_size)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from stlm.eval.plots import blimp_chart
     from stlm.eval.run_tasks import run_bpb, run_grammar
     from stlm.eval.runner import SUBSET_SEED, run_task
-    from stlm.eval.sources import data_dir
+    from stlm.datadir import data_dir
     from stlm.eval.tasks import get_task, load_task_files
     from stlm.runs import load_run, read_config
 

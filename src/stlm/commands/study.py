@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="multiplies training tokens and evaluation sizes (default 1: ~30 min on 2 CPU cores)")
     p.add_argument("--out", default=None, help="output folder (default runs/studies/<study>)")
     p.add_argument("--data-dir", default=None,
-                   help="folder laid out as ../shared/data (default $STLM_DATA_DIR, else ../shared/data)")
+                   help="local data folder, laid out as docs/data.md (default $STLM_DATA_DIR, else "
+                        "~/.cache/stlm/data)")
     p.add_argument("--models", default=None, help=f"comma-separated subset of: {', '.join(MODELS)}")
     p.add_argument("--bpe-vocab", type=int, default=BPE_VOCAB, help="BPE vocabulary trained on the corpus")
     p.add_argument("--paper-vocab", action="store_true",
@@ -37,14 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _data_root(explicit: str | None) -> Path:
-    from stlm.eval.sources import data_dir
+    from stlm.datadir import data_dir, missing_data
 
     root = data_dir(explicit)
     if root is None:
-        root = Path("..") / "shared" / "data"
-        if not root.is_dir():
-            raise UserError("the study needs the public data folder: pass --data-dir DIR (or set "
-                            "STLM_DATA_DIR) to a folder laid out as ../shared/data")
+        raise missing_data("the study's local data folder (corpora/, blimp/, babylm-eval/)")
     return root.resolve()
 
 

@@ -1,4 +1,4 @@
-"""Plain text from a MediaWiki XML export (the enwiki sample in ../shared/data/corpora).
+"""Plain text from a MediaWiki XML export (the enwiki sample in the data folder, docs/data.md).
 
 Keeps the prose of main-namespace articles: templates, tables, references, files, categories,
 HTML tags and comments are dropped, links become their label, bold/italic quotes and heading

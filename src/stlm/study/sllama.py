@@ -1,4 +1,4 @@
-"""The SLlama study (issue 6): does tying the embedding and head hurt linguistic competence at
+"""The SLlama study: does tying the embedding and head hurt linguistic competence at
 tiny scale, and what does each SLlama component (Omolaoye et al., EMNLP 2025) cost and buy?
 
 Trains Llama untied and tied, SLlama, and SLlama's single-component ablations at SLlama's
@@ -21,6 +21,7 @@ import torch
 
 from stlm.config.loader import compose_config, validate
 from stlm.config.schema import DataConfig, EvalConfig, RunConfig, TrainConfig
+from stlm.datadir import user_data_dir
 from stlm.errors import UserError
 from stlm.fileio import write_atomic
 from stlm.study.corpus import study_data, test_text_ids, window_batches
@@ -43,7 +44,7 @@ LR, MIN_LR = 3e-3, 3e-4
 class StudySettings:
     budget: float = 1.0
     out: Path = Path("runs/studies/sllama")
-    data_root: Path = Path("../shared/data")
+    data_root: Path = dataclasses.field(default_factory=user_data_dir)  # the local data folder
     models: tuple[str, ...] = MODELS
     bpe_vocab: int = BPE_VOCAB
     paper_vocab: bool = False  # keep the presets' 32,000 embedding rows (the paper's sizes)
