@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from stlm.config.loader import config_from_dict, to_yaml
-from stlm.config.schema import RunConfig
+from stlm.config.schema import RunConfig, trained_context
 from stlm.errors import ConfigError, UserError
 from stlm.fileio import write_atomic
 
@@ -86,7 +86,7 @@ class LoadedRun:
     @property
     def context(self) -> int:
         """The sequence length the model was trained on (at most its context length)."""
-        return self.cfg.train.context_length or self.cfg.model.context_length
+        return trained_context(self.cfg)
 
 
 def find_checkpoint(run_dir: Path, which: str = "best") -> Path:

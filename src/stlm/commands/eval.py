@@ -49,22 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="best", help="best | last | step-N (default best)")
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
     from stlm.eval.output import save_task, write_results_md
     from stlm.eval.plots import blimp_chart
     from stlm.eval.run_tasks import run_bpb, run_grammar
     from stlm.eval.runner import SUBSET_SEED, run_task
     from stlm.datadir import data_dir
+    from stlm.device import resolve_device
     from stlm.eval.tasks import get_task, load_task_files
     from stlm.runs import load_run, read_config
 
@@ -83,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--data only applies to the bpb task; add bpb to --tasks")
     root = data_dir(args.data_dir) if any(tasks.values()) else None
 
-    loaded = load_run(args.run, args.checkpoint, _device(args.device))
+    loaded = load_run(args.run, args.checkpoint, resolve_device(args.device))
     batch_size = args.batch_size or loaded.cfg.eval.batch_size
     seed = SUBSET_SEED if args.seed is None else args.seed
     where = {"run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name, "step": loaded.step}

@@ -48,13 +48,15 @@ def _data_root(explicit: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from stlm.study.sllama import MODELS, StudySettings, run_study
+    from stlm.tokenizers.bpe import MIN_VOCAB
 
     if not args.budget > 0:
         raise UserError(f"--budget must be > 0, got {args.budget}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    if args.bpe_vocab < 260:
-        raise UserError(f"--bpe-vocab must be at least 260 (bytes and specials), got {args.bpe_vocab}")
+    if args.bpe_vocab < MIN_VOCAB:
+        raise UserError(f"--bpe-vocab must be at least {MIN_VOCAB} (256 bytes + end-of-text), "
+                        f"got {args.bpe_vocab}")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else MODELS
     settings = StudySettings(budget=args.budget, out=Path(args.out or f"runs/studies/{args.study}"),
                              data_root=_data_root(args.data_dir), models=models, bpe_vocab=args.bpe_vocab,

@@ -124,7 +124,7 @@ def validate(run: RunConfig) -> None:
     from stlm.train.optim import OPTIMIZERS
 
     _check_choice("train.optimizer", run.train.optimizer, sorted(OPTIMIZERS))
-    kv = m.n_kv_heads or m.n_heads
+    kv = m.kv_heads
     if m.d_model % m.n_heads or m.n_heads % kv:
         raise ConfigError(
             f"model.d_model ({m.d_model}) must divide by model.n_heads ({m.n_heads}) and n_heads "

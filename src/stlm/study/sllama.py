@@ -22,6 +22,7 @@ import torch
 from stlm.config.loader import compose_config, validate
 from stlm.config.schema import DataConfig, EvalConfig, RunConfig, TrainConfig
 from stlm.datadir import user_data_dir
+from stlm.device import resolve_device
 from stlm.errors import UserError
 from stlm.fileio import write_atomic
 from stlm.study.corpus import study_data, test_text_ids, window_batches
@@ -108,8 +109,7 @@ def evaluate_model(run_dir: Path, plan: Plan, s: StudySettings) -> dict:
         saved = json.loads(cache.read_text())
         if saved.get("settings") == settings:
             return saved
-    device = s.device if s.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    run = load_run(run_dir, "last", device)
+    run = load_run(run_dir, "last", resolve_device(s.device))
     model, tok = run.model, run.tokenizer
     ids = test_text_ids(s.data_root, tok, plan.test_tokens)
     test = bits_per_byte(model, window_batches(ids, plan.context, plan.batch_size), tok.byte_lengths())

@@ -73,7 +73,7 @@ class PermutedWeightAttention(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
-        if (cfg.n_kv_heads or cfg.n_heads) != cfg.n_heads:
+        if cfg.kv_heads != cfg.n_heads:
             raise ConfigError("attention=pwa makes keys and values d_model wide; set "
                               "model.n_kv_heads=null (or equal to model.n_heads)")
         self.n_heads = cfg.n_heads
