@@ -29,8 +29,8 @@ EPILOG = f"""tasks:
 Data: local files laid out as docs/data.md from --data-dir DIR, else $STLM_DATA_DIR, else
 ~/.cache/stlm/data if it exists; otherwise the Hugging Face hub. --limit N scores a seeded random
 subset of N items per task (per BLiMP paradigm, per MMLU subject), the same every time. More
-tasks: --task-file my_task.yaml (see docs/adding_a_task.md). Any lm-evaluation-harness task: python -m stlm.eval.harness run --model stlm
---model_args run=RUN --batch_size 64 --tasks NAME."""
+tasks: --task-file my_task.yaml (see docs/adding_a_task.md). Any lm-evaluation-harness task:
+python -m stlm.eval.harness run --model stlm --model_args run=RUN --batch_size 64 --tasks NAME."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,12 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stlm.datadir import data_dir
+    from stlm.device import resolve_device
     from stlm.eval.output import save_task, write_results_md
     from stlm.eval.plots import blimp_chart
     from stlm.eval.run_tasks import run_bpb, run_grammar
     from stlm.eval.runner import SUBSET_SEED, run_task
-    from stlm.datadir import data_dir
-    from stlm.device import resolve_device
     from stlm.eval.tasks import get_task, load_task_files
     from stlm.runs import load_run, read_config
 

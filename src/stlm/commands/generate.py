@@ -20,9 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stlm.device import resolve_device
     from stlm.errors import UserError
     from stlm.generate import generate
-    from stlm.device import resolve_device
     from stlm.runs import load_run
 
     if args.max_new_tokens < 1:
