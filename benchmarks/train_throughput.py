@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from stlm.config import compose_config
+from stlm.config.schema import trained_context
 from stlm.hf.llama import to_hf_llama
 from stlm.models import build_model
 from stlm.tokenizers import vocab_size_for
@@ -58,7 +59,7 @@ def main() -> None:
 
     cfg = compose_config(args.overrides)
     batch = args.batch_size or cfg.train.batch_size
-    context = cfg.train.context_length or cfg.model.context_length
+    context = trained_context(cfg)
     torch.manual_seed(cfg.seed)
     ours = build_model(cfg.model, cfg.model.vocab_size or vocab_size_for(cfg.data.tokenizer))
     hf = to_hf_llama(ours).train()

@@ -1,7 +1,9 @@
 """Shared test fixtures.
 
-`shared_data("blimp")` returns a path under ../shared/data (or $STLM_SHARED_DATA). When it is
-missing the test is skipped with the reason, except under CI=true, where it fails instead.
+`shared_data("blimp")` (or `require_shared`) returns a path under ../shared/data (or
+$STLM_SHARED_DATA). When it is missing the test is skipped with the reason, except under CI=true,
+where it fails instead. A test that reads shared data must say so with `@pytest.mark.shared_data`
+(a test that does not is failed here), so `pytest -m "not shared_data"` is the self-contained suite.
 """
 
 from __future__ import annotations
@@ -13,9 +15,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("STLM_SHARED_DATA", REPO.parent / "shared" / "data"))
+_running: list = [None]  # the test being set up or run (module fixtures included)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _running[0] = item
 
 
 def require_shared(relative: str) -> Path:
+    item = _running[0]
+    if item is not None and item.get_closest_marker("shared_data") is None:
+        pytest.fail(f"{item.nodeid} reads shared data ({relative or '.'}) but is not marked "
+                    "@pytest.mark.shared_data")
     path = SHARED_DATA / relative
     if not path.exists():
         reason = f"shared data {path} is missing (set STLM_SHARED_DATA or place ../shared/data)"

@@ -86,6 +86,7 @@ def test_cached_result_is_reused_and_caps_cut_exactly(tmp_path, corpus):
     assert np.array_equal(capped.tokens("train")[:], first.tokens("train")[:1234])
 
 
+@pytest.mark.shared_data
 def test_wikitext2_with_a_trained_bpe(tmp_path):
     wikitext = require_shared("corpora/wikitext-2")
     cfg = DataConfig(name="wt2", sources=[SourceConfig(name="text", path=str(wikitext))],

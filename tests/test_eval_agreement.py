@@ -15,7 +15,6 @@ import torch
 from conftest import require_shared
 
 pytest.importorskip("lm_eval")
-pytestmark = pytest.mark.filterwarnings("ignore")
 
 from stlm.config.schema import ModelConfig  # noqa: E402
 from stlm.eval.metrics import summarize  # noqa: E402
@@ -34,7 +33,9 @@ CASES = {  # task: (per-subtask limit, the subtasks compared)
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# (one list: a second `pytestmark =` assignment would silently drop the first)
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("one_thread"),
+              pytest.mark.shared_data]
 
 
 @pytest.fixture(scope="module", params=["bpe", "gpt2"])

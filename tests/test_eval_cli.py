@@ -12,6 +12,7 @@ import torch
 from conftest import require_shared
 from stlm.cli import main
 from stlm.config.schema import ModelConfig, RunConfig, SourceConfig, TrainConfig
+from stlm.data.grammar import generate_stories
 from stlm.models import build_model
 from stlm.runs import create_run_dir
 from stlm.tokenizers import ByteTokenizer
@@ -24,13 +25,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make_run(root, name: str, seed: int = 0):
     """A run directory as training leaves it: config.yaml, tokenizer/, one checkpoint. Its data is
-    40 kB of tiny shakespeare (so `bpb` prepares quickly)."""
-    text = (require_shared("corpora/tinyshakespeare") / "input.txt").read_text()[:40_000]
+    ~40 kB of the built-in grammar corpus as a text file (so `bpb` prepares quickly)."""
     corpus = root / "corpus.txt"
-    corpus.write_text(text.replace("\n\n", "\n\n\n"))
+    corpus.write_text("\n\n\n".join(generate_stories(0, 100)))
     cfg = RunConfig(model=ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=128),
                     runs_dir=str(root / "runs"), run_name=name)
-    cfg.data.name, cfg.data.sources = "shakespeare", [SourceConfig(name="text", path=str(corpus))]
+    cfg.data.name, cfg.data.sources = "stories", [SourceConfig(name="text", path=str(corpus))]
     cfg.data.tokenizer.kind, cfg.data.val_fraction, cfg.data.cache_dir = "byte", 0.2, str(root / "cache")
     cfg.data.num_proc = 1
     cfg.eval.batch_size = 16
@@ -42,6 +42,7 @@ def make_run(root, name: str, seed: int = 0):
     return run
 
 
+@pytest.mark.shared_data
 def test_eval_writes_json_table_and_blimp_chart(tmp_path, capsys):
     run = make_run(tmp_path, "tiny")
     data = require_shared("")
@@ -65,7 +66,7 @@ def test_eval_bpb_grammar_and_a_yaml_task_then_report(tmp_path, capsys):
                      "--task-file", str(tmp_path / "quiz.yaml")]) == 0
     bpb = json.loads((run_a / "eval" / "bpb.json").read_text())
     assert abs(bpb["bpb"] - math.log2(257)) < 0.1  # a random small-init model is near uniform
-    assert bpb["data"] == "shakespeare" and bpb["bytes"] > 1000
+    assert bpb["data"] == "stories" and bpb["bytes"] > 1000
     grammar = json.loads((run_a / "eval" / "grammar.json").read_text())
     assert 0 <= grammar["acc"] <= 1 and grammar["groups"]["paradigm"]
     assert json.loads((run_a / "eval" / "quiz.json").read_text())["n"] == 1

@@ -84,6 +84,7 @@ PAIRS = [("", " The cat sleeps."), ("Question: 2+2?\nAnswer:", " 4"), ("Answer: 
          ("Ends in space ", " and more"), ("naïve café", " crème brûlée"), ("abc", "def"), ("x\n\n", "y")]
 
 
+@pytest.mark.shared_data
 def test_encoding_matches_template_lm_on_gpt2(shared_data):
     """Our split equals lm-eval's TemplateLM (loglikelihood + _encode_pair) token for token."""
     pytest.importorskip("lm_eval")

@@ -58,6 +58,7 @@ def records():
 
 # -- acceptance on the real data -------------------------------------------------------------
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("name", list(SIZES))
 def test_every_task_reads_the_full_split_and_scores_a_subset(name, records, byte_model):
     task = TASKS[name]
@@ -82,6 +83,7 @@ def test_arc_challenge_names_the_missing_local_file(tmp_path):
         TASKS["arc_challenge"].records(tmp_path)
 
 
+@pytest.mark.shared_data
 def test_blimp_items_score_each_sentence_after_end_of_text(records):
     rec = records("blimp")[0]
     item = TASKS["blimp"].item(rec)
@@ -93,6 +95,7 @@ def test_blimp_items_score_each_sentence_after_end_of_text(records):
     assert fields == {"morphology", "syntax", "semantics", "syntax_semantics"}
 
 
+@pytest.mark.shared_data
 def test_hellaswag_preprocessing(records):
     recs = records("hellaswag")
     first = TASKS["hellaswag"].item(recs[0])
@@ -105,6 +108,7 @@ def test_hellaswag_preprocessing(records):
     assert "[" not in wikihow.requests[0][0]
 
 
+@pytest.mark.shared_data
 def test_arc_reads_both_layouts(records):
     item = TASKS["arc_easy"].item(records("arc_easy")[0])  # evaluation-package layout: gold index
     assert item.requests[0] == ("Question: Which statement best explains why photosynthesis is the foundation "
@@ -118,6 +122,7 @@ def test_arc_reads_both_layouts(records):
     assert [c for _, c in item.requests] == [" " + t for t in original["choices"]["text"]]
 
 
+@pytest.mark.shared_data
 def test_winogrande_partial_scoring(records):
     item = TASKS["winogrande"].item(records("winogrande")[0])
     stem = "Sarah was a much better surgeon than Maria so "
@@ -126,6 +131,7 @@ def test_winogrande_partial_scoring(records):
     assert item.gold == 1
 
 
+@pytest.mark.shared_data
 def test_mmlu_choices_are_exactly_the_four_options(records):
     """Regression (STLM): the gold answer was duplicated among the distractors."""
     for rec in records("mmlu")[::7]:
@@ -145,6 +151,7 @@ def test_mmlu_choices_are_exactly_the_four_options(records):
 
 # -- subsets ------------------------------------------------------------------------------------
 
+@pytest.mark.shared_data
 def test_limit_subset_is_seeded_and_not_the_first_n(records):
     """Regression (STLM): unseeded random subsets gave different scores on every evaluation."""
     recs = records("hellaswag")
@@ -353,6 +360,7 @@ def test_hub_layouts(monkeypatch):
     assert TASKS["mmlu"].records(None)[0].subtask == "elementary_mathematics"
 
 
+@pytest.mark.shared_data
 def test_blimp_pairs_with_identical_sentences_tie_and_count_wrong(records, byte_model):
     """7 BLiMP pairs have the same sentence twice: any model ties them, and we count them wrong
     (lm-eval's argmax counts them right); this is the whole difference on the full set."""

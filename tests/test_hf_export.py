@@ -20,6 +20,7 @@ BPE = ["data.tokenizer.kind=bpe", "data.tokenizer.vocab_size=300", "data.tokeniz
        "train.max_steps=20"]
 
 
+@pytest.mark.slow
 def test_exported_run_matches_in_transformers(tmp_path):
     run_training(compose_config(tiny_overrides(tmp_path, "bpe", *BPE)), echo=lambda s: None)
     out = tmp_path / "hf"

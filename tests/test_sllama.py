@@ -145,6 +145,7 @@ def test_loss_shifts_labels_exactly_once():
     torch.testing.assert_close(model(x, y).loss, by_hand)
 
 
+@pytest.mark.slow
 def test_training_learns_the_next_token_not_the_one_after():
     # One cycle through all 16 tokens: the next token and the one after it always differ (a random
     # permutation can have fixed points, where they coincide). lr 1e-2 over 150 steps reaches 100%

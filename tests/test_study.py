@@ -73,6 +73,7 @@ def tiny_data_root(tmp_path):
     return root
 
 
+@pytest.mark.shared_data
 @pytest.mark.slow
 def test_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     from stlm.study.sllama import StudySettings, run_study

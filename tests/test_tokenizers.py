@@ -16,6 +16,7 @@ from stlm.errors import UserError
 from stlm.tokenizers import (BYTE_VOCAB_SIZE, GPT2_VOCAB_SIZE, BPETokenizer, ByteTokenizer, GPT2Tokenizer,
                              build_tokenizer, load_tokenizer, vocab_size_for)
 from stlm.tokenizers import gpt2 as gpt2_module
+from stlm.data.grammar import generate_stories
 from stlm.tokenizers.base import EOT_TEXT, META_FILE
 from stlm.tokenizers.bpe import bytes_to_unicode
 from tokenizers import Tokenizer as HFTokenizer
@@ -30,29 +31,40 @@ TRICKY_CHARS = " \n\r\t\u00a0\u3000a1'sé\u0301🙂👩\u200d世<|>"  # whitespa
 
 
 @pytest.fixture(scope="module")
-def shakespeare() -> str:
-    return (require_shared("corpora/tinyshakespeare/input.txt")).read_text()
+def corpus() -> str:
+    """~400 KB of the built-in grammar corpus: 1,000 stories."""
+    return "\n".join(generate_stories(0, 1000))
 
 
 @pytest.fixture(scope="module")
-def bpe(shakespeare) -> BPETokenizer:
-    """Trained once per module on ~200 KB of real text, streamed in 1,000-line pieces."""
-    lines = shakespeare.splitlines(keepends=True)
+def byte() -> ByteTokenizer:
+    return ByteTokenizer()
+
+
+@pytest.fixture(scope="module")
+def bpe(corpus) -> BPETokenizer:
+    """Trained once per module on 200 KB of the corpus, streamed in 1,000-line pieces."""
+    lines = corpus.splitlines(keepends=True)
     texts = ("".join(lines[i:i + 1000]) for i in range(0, len(lines), 1000))
     return BPETokenizer.train(texts, BPE_VOCAB, max_chars=200_000)
 
 
 @pytest.fixture(scope="module")
 def gpt2() -> GPT2Tokenizer:
+    """The official GPT-2 vocabulary file: local data (no downloads in tests)."""
     return GPT2Tokenizer.find(require_shared("gpt2-bpe"))
 
 
-@pytest.fixture(scope="module")
-def all_tokenizers(bpe, gpt2):
-    return {"byte": ByteTokenizer(), "bpe": bpe, "gpt2": gpt2}
+@pytest.fixture
+def all_tokenizers(request):
+    """{kind: tokenizer}, built on first use, so byte and bpe tests need no local data."""
+    class Lazy(dict):
+        def __missing__(self, kind):
+            return request.getfixturevalue(kind)
+    return Lazy()
 
 
-KINDS = ["byte", "bpe", "gpt2"]
+KINDS = ["byte", "bpe", pytest.param("gpt2", marks=pytest.mark.shared_data)]
 
 
 def _examples(f):
@@ -109,25 +121,28 @@ def test_byte_tokenizer_ids_are_bytes():
         tok.token_bytes(257)
 
 
+@pytest.mark.shared_data
 def test_gpt2_reference_ids(gpt2):
     assert gpt2.encode("Hello world") == [15496, 995]
     assert (gpt2.vocab_size, gpt2.eot_id) == (GPT2_VOCAB_SIZE, 50256) == (50257, 50256)
     assert gpt2.token_bytes(15496) == b"Hello" and gpt2.token_bytes(995) == b" world"
 
 
-def test_gpt2_matches_independent_hf_implementation(gpt2, shakespeare):
+@pytest.mark.shared_data
+def test_gpt2_matches_independent_hf_implementation(gpt2, corpus):
     """Same ids as Hugging Face `tokenizers` BPE built from the original encoder.json + vocab.bpe."""
     folder = require_shared("gpt2-bpe")
     hf = HFTokenizer(models.BPE.from_file(str(folder / "encoder.json"), str(folder / "vocab.bpe")))
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    text = shakespeare[:20_000] + " ".join(t for t in HARD_TEXTS if EOT_TEXT not in t)
+    text = corpus[:20_000] + " ".join(t for t in HARD_TEXTS if EOT_TEXT not in t)
     assert gpt2.encode(text) == hf.encode(text).ids
 
 
 def test_bpe_vocab_reaches_requested_size(bpe):
     assert bpe.vocab_size == BPE_VOCAB
     assert bpe.eot_id == 0  # the only special, added first: stable across trainings
-    assert len(bpe.encode("To be, or not to be")) < len("To be, or not to be") // 2  # merges learned
+    sentence = "The lazy bears sang. Grace baked the cake."
+    assert len(bpe.encode(sentence)) < len(sentence) // 2  # merges learned
 
 
 def test_bpe_alphabet_is_bytelevel():
@@ -171,23 +186,19 @@ def test_save_load_round_trip(all_tokenizers, kind, tmp_path):
     meta = json.loads((tmp_path / "run" / META_FILE).read_text())
     assert meta == {"kind": kind, "vocab_size": tok.vocab_size, "eot_id": tok.eot_id,
                     "fingerprint": tok.fingerprint()}
-    assert not list((tmp_path / "run").glob(".*.tmp"))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
     loaded = load_tokenizer(tmp_path / "run")
     assert type(loaded) is type(tok)
     assert loaded.fingerprint() == tok.fingerprint()
     assert loaded.encode_batch(HARD_TEXTS) == tok.encode_batch(HARD_TEXTS)
 
 
-def test_fingerprints_differ_and_are_fast(all_tokenizers, shakespeare):
-    import time
-
-    prints = {k: t.fingerprint() for k, t in all_tokenizers.items()}
+@pytest.mark.shared_data
+def test_fingerprints_differ(byte, bpe, gpt2, corpus):
+    prints = {"byte": byte.fingerprint(), "bpe": bpe.fingerprint(), "gpt2": gpt2.fingerprint()}
     assert len(set(prints.values())) == 3
-    fresh = GPT2Tokenizer(all_tokenizers["gpt2"].path)
-    start = time.perf_counter()
-    assert fresh.fingerprint() == prints["gpt2"]
-    assert time.perf_counter() - start < 0.5
-    other = BPETokenizer.train([shakespeare[200_000:400_000]], BPE_VOCAB)
+    assert GPT2Tokenizer(gpt2.path).fingerprint() == prints["gpt2"]
+    other = BPETokenizer.train([corpus[200_000:400_000]], BPE_VOCAB)
     assert other.fingerprint() != prints["bpe"]
 
 
@@ -223,10 +234,11 @@ def test_gpt2_missing_file_error_names_the_fix(no_gpt2_anywhere):
     with pytest.raises(UserError) as err:
         GPT2Tokenizer.find(no_gpt2_anywhere / "nowhere")
     msg = str(err.value)
-    assert "data.tokenizer.path=../shared/data/gpt2-bpe" in msg and "STLM_GPT2_BPE" in msg
+    assert "data.tokenizer.path=DIR" in msg and "STLM_GPT2_BPE" in msg
     assert str(no_gpt2_anywhere / "nowhere") in msg and "network unreachable" in msg
 
 
+@pytest.mark.shared_data
 def test_gpt2_search_order(no_gpt2_anywhere, monkeypatch):
     official = require_shared("gpt2-bpe/r50k_base.tiktoken")
     cache = no_gpt2_anywhere / "cache"
@@ -239,6 +251,7 @@ def test_gpt2_search_order(no_gpt2_anywhere, monkeypatch):
     assert GPT2Tokenizer.find(official.parent).path == official
 
 
+@pytest.mark.shared_data
 def test_gpt2_hash_mismatch(tmp_path):
     bad = tmp_path / "r50k_base.tiktoken"
     data = require_shared("gpt2-bpe/r50k_base.tiktoken").read_bytes()
@@ -247,11 +260,16 @@ def test_gpt2_hash_mismatch(tmp_path):
         GPT2Tokenizer.find(tmp_path)
 
 
-def test_build_tokenizer_and_vocab_size_for(bpe, tmp_path):
-    assert isinstance(build_tokenizer(TokenizerConfig(kind="byte")), ByteTokenizer)
+@pytest.mark.shared_data
+def test_build_gpt2_tokenizer_from_a_path():
     gpt2_cfg = TokenizerConfig(kind="gpt2", path=str(require_shared("gpt2-bpe")))
     assert build_tokenizer(gpt2_cfg).encode("Hello world") == [15496, 995]
-    assert vocab_size_for(gpt2_cfg) == GPT2_VOCAB_SIZE and vocab_size_for(TokenizerConfig(kind="byte")) == 257
+    assert vocab_size_for(gpt2_cfg) == GPT2_VOCAB_SIZE
+
+
+def test_build_tokenizer_and_vocab_size_for(bpe, tmp_path):
+    assert isinstance(build_tokenizer(TokenizerConfig(kind="byte")), ByteTokenizer)
+    assert vocab_size_for(TokenizerConfig(kind="byte")) == 257
 
     trained = build_tokenizer(TokenizerConfig(kind="bpe", vocab_size=300, train_chars=5000),
                               texts=lambda: iter(["the cat sat on the mat. " * 400]))

@@ -60,6 +60,7 @@ def test_eot_and_padding_add_no_bytes():
     assert (masked["bytes"], masked["tokens"]) == (base["bytes"], base["tokens"])
 
 
+@pytest.mark.shared_data
 def test_byte_and_bpe_tokenizations_share_the_byte_count():
     gpt2 = GPT2Tokenizer(require_shared("gpt2-bpe/r50k_base.tiktoken"))
     byte = ByteTokenizer()

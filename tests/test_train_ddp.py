@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
                                 reason="torch.distributed with gloo is not available")
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process(tmp_path):
     common = ["train.max_steps=8", "data.sampling=sequential", "train.eval_every=8", "train.checkpoint_every=8"]
     run_training(compose_config(tiny_overrides(tmp_path, "single", *common, "train.batch_size=8")),

@@ -2,6 +2,7 @@
 run (same floats); leftover temporary checkpoints are ignored; incompatible changes are refused."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ def start_and_kill(overrides: list[str], run_dir: Path, after_step: int) -> None
         proc.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_identical_losses(tmp_path):
     reference = run_training(compose_config(tiny_overrides(tmp_path, "whole", *STEPS)), echo=lambda s: None)
     expected = losses(Path(reference["run_dir"]))
@@ -81,11 +83,12 @@ def test_resume_allows_only_budget_and_cadence_overrides(finished_run):
     assert cfg.train.max_steps == 30 and cfg.model.d_model == 32 and cfg.resume == str(finished_run)
 
 
-def test_resume_with_a_changed_model_shape_is_a_clear_error(finished_run):
-    config = finished_run / "config.yaml"
+def test_resume_with_a_changed_model_shape_is_a_clear_error(finished_run, tmp_path):
+    run_dir = shutil.copytree(finished_run, tmp_path / "done")  # leave the shared run unchanged
+    config = run_dir / "config.yaml"
     config.write_text(config.read_text().replace("d_model: 32", "d_model: 48"))
     with pytest.raises(UserError, match="does not fit the model built from the run's config"):
-        run_training(resume_config(finished_run, ["train.max_steps=30"]), echo=lambda s: None)
+        run_training(resume_config(run_dir, ["train.max_steps=30"]), echo=lambda s: None)
 
 
 def test_resume_without_a_run_or_checkpoint_is_a_clear_error(tmp_path):

@@ -59,7 +59,6 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stlm.config.loader import ConfigError
     from stlm.errors import UserError
 
     parser = build_parser()
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
-    except (ConfigError, UserError) as exc:
+    except UserError as exc:  # the one root (ConfigError included)
         print(f"stlm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from stlm.config.loader import ConfigError, config_from_dict, to_yaml
-from stlm.config.schema import RunConfig
-from stlm.errors import UserError
+from stlm.config.loader import config_from_dict, to_yaml
+from stlm.config.schema import RunConfig, trained_context
+from stlm.errors import ConfigError, UserError
+from stlm.fileio import write_atomic
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_DIR = "tokenizer"
@@ -59,9 +60,7 @@ def create_run_dir(cfg: RunConfig) -> Path:
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
-    tmp = run_dir / f".tmp-{CONFIG_FILE}"
-    tmp.write_text(to_yaml(cfg))
-    tmp.replace(run_dir / CONFIG_FILE)
+    write_atomic(run_dir / CONFIG_FILE, to_yaml(cfg))
 
 
 def read_config(run_dir: Path) -> RunConfig:
@@ -87,7 +86,7 @@ class LoadedRun:
     @property
     def context(self) -> int:
         """The sequence length the model was trained on (at most its context length)."""
-        return self.cfg.train.context_length or self.cfg.model.context_length
+        return trained_context(self.cfg)
 
 
 def find_checkpoint(run_dir: Path, which: str = "best") -> Path:

@@ -26,11 +26,11 @@ def _task_list() -> str:
 EPILOG = f"""tasks:
 {_task_list()}
 
-Data: the Hugging Face hub by default; --data-dir DIR (or $STLM_DATA_DIR) reads local files in the
-layout of ../shared/data instead. --limit N scores a seeded random subset of N items per task (per
-BLiMP paradigm, per MMLU subject), the same every time. More tasks: --task-file my_task.yaml (see
-docs/adding_a_task.md). Any lm-evaluation-harness task: python -m stlm.eval.harness run --model stlm
---model_args run=RUN --batch_size 64 --tasks NAME."""
+Data: local files laid out as docs/data.md from --data-dir DIR, else $STLM_DATA_DIR, else
+~/.cache/stlm/data if it exists; otherwise the Hugging Face hub. --limit N scores a seeded random
+subset of N items per task (per BLiMP paradigm, per MMLU subject), the same every time. More
+tasks: --task-file my_task.yaml (see docs/adding_a_task.md). Any lm-evaluation-harness task:
+python -m stlm.eval.harness run --model stlm --model_args run=RUN --batch_size 64 --tasks NAME."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,30 +41,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="a seeded subset of N items per task, per subtask (BLiMP "
                                              "paradigm, MMLU subject); grammar: N pairs per paradigm; bpb: all")
     p.add_argument("--seed", type=int, help="seed of the --limit subset (default 1234)")
-    p.add_argument("--data-dir", help="local data folder laid out as ../shared/data (default: $STLM_DATA_DIR, "
-                                      "else the hub)")
+    p.add_argument("--data-dir", help="local data folder laid out as docs/data.md (default: $STLM_DATA_DIR, "
+                                      "else ~/.cache/stlm/data if it exists, else the hub)")
     p.add_argument("--data", help="bpb: evaluate on this data preset's validation split instead of the run's")
     p.add_argument("--batch-size", type=int, help="sequences per forward pass (default: the run's eval.batch_size)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--checkpoint", default="best", help="best | last | step-N (default best)")
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
+    from stlm.datadir import data_dir
+    from stlm.device import resolve_device
     from stlm.eval.output import save_task, write_results_md
     from stlm.eval.plots import blimp_chart
     from stlm.eval.run_tasks import run_bpb, run_grammar
     from stlm.eval.runner import SUBSET_SEED, run_task
-    from stlm.eval.sources import data_dir
     from stlm.eval.tasks import get_task, load_task_files
     from stlm.runs import load_run, read_config
 
@@ -83,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--data only applies to the bpb task; add bpb to --tasks")
     root = data_dir(args.data_dir) if any(tasks.values()) else None
 
-    loaded = load_run(args.run, args.checkpoint, _device(args.device))
+    loaded = load_run(args.run, args.checkpoint, resolve_device(args.device))
     batch_size = args.batch_size or loaded.cfg.eval.batch_size
     seed = SUBSET_SEED if args.seed is None else args.seed
     where = {"run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name, "step": loaded.step}

@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stlm.device import resolve_device
     from stlm.errors import UserError
     from stlm.generate import generate
     from stlm.runs import load_run
@@ -30,12 +31,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {args.device} but no CUDA device is available; use --device cpu")
-    loaded = load_run(args.run, which=args.checkpoint, device=args.device)
+    loaded = load_run(args.run, which=args.checkpoint, device=resolve_device(args.device))
 
     def stream(text: str) -> None:
         sys.stdout.write(text)

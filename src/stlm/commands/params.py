@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     r = count_parameters(model)
     m = cfg.model
     print(f"model {m.name}: vocab {model.vocab_size}, d_model {m.d_model}, layers {m.n_layers}, "
-          f"heads {m.n_heads} (kv {m.n_kv_heads or m.n_heads}), d_ff {m.d_ff}, "
+          f"heads {m.n_heads} (kv {m.kv_heads}), d_ff {m.d_ff}, "
           f"context {m.context_length}, tied {m.tie_embeddings}")
     for comp in COMPONENTS + tuple(k for k in r.by_component if k not in COMPONENTS):
         n = r.by_component.get(comp, 0)

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from stlm.eval.output import comparison_table, load_results
     from stlm.eval.plots import blimp_chart, compare_chart
     from stlm.runs import SUMMARY_FILE
-    from stlm.tokenizers.base import write_atomic
+    from stlm.fileio import write_atomic
 
     paths = [Path(r) for r in args.runs]
     for p in paths:

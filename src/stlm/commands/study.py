@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="multiplies training tokens and evaluation sizes (default 1: ~30 min on 2 CPU cores)")
     p.add_argument("--out", default=None, help="output folder (default runs/studies/<study>)")
     p.add_argument("--data-dir", default=None,
-                   help="folder laid out as ../shared/data (default $STLM_DATA_DIR, else ../shared/data)")
+                   help="local data folder, laid out as docs/data.md (default $STLM_DATA_DIR, else "
+                        "~/.cache/stlm/data)")
     p.add_argument("--models", default=None, help=f"comma-separated subset of: {', '.join(MODELS)}")
     p.add_argument("--bpe-vocab", type=int, default=BPE_VOCAB, help="BPE vocabulary trained on the corpus")
     p.add_argument("--paper-vocab", action="store_true",
@@ -37,26 +38,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _data_root(explicit: str | None) -> Path:
-    from stlm.eval.sources import data_dir
+    from stlm.datadir import data_dir, missing_data
 
     root = data_dir(explicit)
     if root is None:
-        root = Path("..") / "shared" / "data"
-        if not root.is_dir():
-            raise UserError("the study needs the public data folder: pass --data-dir DIR (or set "
-                            "STLM_DATA_DIR) to a folder laid out as ../shared/data")
+        raise missing_data("the study's local data folder (corpora/, blimp/, babylm-eval/)")
     return root.resolve()
 
 
 def run(args: argparse.Namespace) -> int:
     from stlm.study.sllama import MODELS, StudySettings, run_study
+    from stlm.tokenizers.bpe import MIN_VOCAB
 
     if not args.budget > 0:
         raise UserError(f"--budget must be > 0, got {args.budget}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    if args.bpe_vocab < 260:
-        raise UserError(f"--bpe-vocab must be at least 260 (bytes and specials), got {args.bpe_vocab}")
+    if args.bpe_vocab < MIN_VOCAB:
+        raise UserError(f"--bpe-vocab must be at least {MIN_VOCAB} (256 bytes + end-of-text), "
+                        f"got {args.bpe_vocab}")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else MODELS
     settings = StudySettings(budget=args.budget, out=Path(args.out or f"runs/studies/{args.study}"),
                              data_root=_data_root(args.data_dir), models=models, bpe_vocab=args.bpe_vocab,

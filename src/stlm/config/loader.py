@@ -14,14 +14,13 @@ from typing import Sequence
 from omegaconf import OmegaConf
 
 from stlm.config.schema import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from stlm.errors import ConfigError
+
+__all__ = ["ConfigError", "compose_config", "config_from_dict", "list_choices", "to_yaml", "validate"]
 
 CONFIG_MODULE = "stlm.config.conf"
 GROUPS = ("model", "data", "train", "eval", "experiment")
 _GROUP_SCHEMAS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased as one line that says what to change."""
 
 
 def list_choices(group: str) -> list[str]:
@@ -125,7 +124,7 @@ def validate(run: RunConfig) -> None:
     from stlm.train.optim import OPTIMIZERS
 
     _check_choice("train.optimizer", run.train.optimizer, sorted(OPTIMIZERS))
-    kv = m.n_kv_heads or m.n_heads
+    kv = m.kv_heads
     if m.d_model % m.n_heads or m.n_heads % kv:
         raise ConfigError(
             f"model.d_model ({m.d_model}) must divide by model.n_heads ({m.n_heads}) and n_heads "

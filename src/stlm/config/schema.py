@@ -67,6 +67,11 @@ class ModelConfig:
     init_std: float = 0.02
     sharing: SharingConfig = field(default_factory=SharingConfig)
 
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: `n_kv_heads`, or `n_heads` when unset (multi-head attention)."""
+        return self.n_kv_heads or self.n_heads
+
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -200,3 +205,8 @@ class RunConfig:
     runs_dir: str = "runs"
     seed: int = 1337
     resume: Optional[str] = None  # path of a run directory to continue
+
+
+def trained_context(cfg: RunConfig) -> int:
+    """The window length the run trains on: `train.context_length`, else the model's context."""
+    return cfg.train.context_length or cfg.model.context_length

@@ -33,7 +33,8 @@ from stlm.data.shards import ShardedTokens, ShardWriter, dtype_for, shard_name
 from stlm.data.sources import SPLITS, is_endless
 from stlm.errors import UserError
 from stlm.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
-from stlm.tokenizers.base import META_FILE as TOKENIZER_META, write_atomic
+from stlm.fileio import write_atomic
+from stlm.tokenizers.base import META_FILE as TOKENIZER_META
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"

@@ -57,9 +57,10 @@ class StlmLM(TemplateLM):
                 raise ValueError("the stlm model needs model_args run=<run directory>")
             from stlm.runs import load_run
 
-            if device is None or (device.startswith("cuda") and not torch.cuda.is_available()):
-                device = "cuda" if torch.cuda.is_available() else "cpu"  # lm-eval's default is cuda:0
-            loaded = load_run(run, checkpoint, device)
+            from stlm.device import resolve_device
+
+            # lm-eval's default is cuda:0: without CUDA that means the CPU, not an error
+            loaded = load_run(run, checkpoint, resolve_device(device, fallback=True))
             model, tokenizer = loaded.model, loaded.tokenizer
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with the model")

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from torch import nn
 
+from stlm.config.schema import EvalConfig
 from stlm.eval.scoring import score_continuations
 from stlm.tokenizers.base import Tokenizer
 
@@ -72,8 +73,12 @@ def evaluate_pairs(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence, batc
     return PairResults(per_paradigm, per_tier, overall, counts, tiers)
 
 
-def grammar_pair_accuracy(model: nn.Module, tokenizer: Tokenizer, per_paradigm: int = 200,
-                          seed: int = 10_007, batch_size: int = 64) -> PairResults:
+_EVAL = EvalConfig()  # the suite's default seed and size are stated there
+
+
+def grammar_pair_accuracy(model: nn.Module, tokenizer: Tokenizer,
+                          per_paradigm: int = _EVAL.pairs_per_paradigm, seed: int = _EVAL.pairs_seed,
+                          batch_size: int = _EVAL.batch_size) -> PairResults:
     """Accuracy on the built-in grammar's minimal-pair suite (`stlm.data.grammar`)."""
     from stlm.data.grammar import minimal_pair_suite
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stlm.tokenizers.base import write_atomic
+from stlm.fileio import write_atomic
 
 EVAL_DIR = "eval"
 RESULTS_MD = "results.md"

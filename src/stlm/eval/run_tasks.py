@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from stlm.config.schema import RunConfig, TokenizerConfig
+from stlm.config.schema import TokenizerConfig, trained_context
 from stlm.errors import UserError
 from stlm.runs import TOKENIZER_DIR, LoadedRun
 
@@ -36,17 +36,13 @@ def run_bpb(run: LoadedRun, data: str | None, batch_size: int) -> dict:
     if prepared.tokenizer.fingerprint() != tok.fingerprint():
         raise UserError(f"the prepared data {prepared.path} was tokenized differently from the run's "
                         f"tokenizer; delete it to prepare it again")
-    context = _eval_context(run.cfg)
+    context = trained_context(run.cfg)
     device = next(run.model.parameters()).device
     result = bits_per_byte(run.model, eval_batches(prepared, "val", batch_size, context),
                            tok.byte_lengths(),
                            autocast_dtype=torch.bfloat16 if device.type == "cuda" else None)
     return {"task": "bpb", "split": "val", "data": cfg.name, "context": context, **result,
             "seconds": round(time.perf_counter() - start, 3)}
-
-
-def _eval_context(cfg: RunConfig) -> int:
-    return cfg.train.context_length or cfg.model.context_length
 
 
 def run_grammar(run: LoadedRun, per_paradigm: int | None, batch_size: int) -> dict:

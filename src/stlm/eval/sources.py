@@ -2,8 +2,8 @@
 
 Every example is a `Record` that remembers its file and line (or hub id and row), so bad input
 is reported as "file, line N: field 'x' ...", never as a KeyError deep inside scoring. Local files
-follow the layouts of ../shared/data (see its README.md); the data folder is `--data-dir` or
-$STLM_DATA_DIR. Hub downloads go through `datasets`; an unreachable hub fails within seconds
+follow docs/data.md; the data folder is `--data-dir`, $STLM_DATA_DIR or the user cache folder
+(`stlm.datadir`). Hub downloads go through `datasets`; an unreachable hub fails within seconds
 with a message that says how to point at local files instead.
 """
 
@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stlm.data.sources import check_hub_reachable, hub_offline
+from stlm.datadir import DATA_DIR_ENV, LAYOUT_DOC, data_dir  # noqa: F401  (data_dir: re-exported)
 from stlm.errors import UserError
 
-DATA_DIR_ENV = "STLM_DATA_DIR"
 HUB_TIMEOUT_S = 10.0
 
 
@@ -76,24 +75,12 @@ class Record:
         return value
 
 
-def data_dir(explicit: str | Path | None) -> Path | None:
-    """The local data folder: `--data-dir`, else $STLM_DATA_DIR, else None (use the hub)."""
-    chosen = explicit or os.environ.get(DATA_DIR_ENV)
-    if not chosen:
-        return None
-    path = Path(chosen).expanduser()
-    if not path.is_dir():
-        raise UserError(f"data directory {path} does not exist (from "
-                        f"{'--data-dir' if explicit else '$' + DATA_DIR_ENV})")
-    return path
-
-
 def local_file(root: Path, relative: str, task: str) -> Path:
     path = root / relative
     if not path.exists():
-        raise UserError(f"{task}: expected {path} in the data directory {root} (layout of "
-                        f"../shared/data, see its README.md); place the file there or drop --data-dir "
-                        f"to download from the hub")
+        raise UserError(f"{task}: expected {path} in the data directory {root} (layout: "
+                        f"{LAYOUT_DOC}); place the file there or choose another folder with --data-dir "
+                        f"or ${DATA_DIR_ENV}")
     return path
 
 
@@ -150,7 +137,7 @@ def hub_records(path: str, name: str | None, split: str, subtask: str | None = N
     label = f"{path}{'/' + name if name else ''} [{split}]"
     if not hub_offline():
         check_hub_reachable(HUB_TIMEOUT_S, label, f"evaluate from local files with --data-dir DIR (or "
-                            f"${DATA_DIR_ENV}) in the layout of ../shared/data")
+                            f"${DATA_DIR_ENV}) laid out as {LAYOUT_DOC}")
     try:
         import datasets
 

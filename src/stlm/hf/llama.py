@@ -41,7 +41,7 @@ def llama_config_for(cfg: ModelConfig, vocab_size: int):
     return LlamaConfig(
         vocab_size=vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_kv_heads or cfg.n_heads, max_position_embeddings=cfg.context_length,
+        num_key_value_heads=cfg.kv_heads, max_position_embeddings=cfg.context_length,
         rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_embeddings,
         attention_bias=False, mlp_bias=False, hidden_act="silu", attention_dropout=0.0,
         bos_token_id=None, eos_token_id=None, pad_token_id=None,

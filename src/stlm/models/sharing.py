@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from stlm.config.loader import ConfigError
+from stlm.errors import ConfigError
 from stlm.config.schema import ModelConfig
 from stlm.models.lora import LoRAShared
 from stlm.models.registry import lookup

@@ -1,4 +1,4 @@
-"""The studies' real-text corpus, built from the public data in ../shared/data/corpora:
+"""The studies' real-text corpus, built from the public data in the data folder's corpora/:
 tiny shakespeare + WikiText-2 validation + the enwiki sample (markup stripped), mixed as `text`
 sources with a held-out fraction for validation; WikiText-2 test is a separate held-out text
 scored in bits per byte after training.
@@ -15,6 +15,7 @@ import torch
 
 from stlm.batch import Batch
 from stlm.config.schema import DataConfig, SourceConfig, TokenizerConfig
+from stlm.datadir import missing_data
 from stlm.errors import UserError
 from stlm.study.mediawiki import STRIP_VERSION, export_to_jsonl
 
@@ -28,8 +29,7 @@ ENWIKI = "enwiki-sample-gensim"
 def _required(root: Path, relative: str) -> Path:
     path = root / CORPORA / relative
     if not path.exists():
-        raise UserError(f"the study corpus needs {path}; pass --data-dir DIR (or set STLM_DATA_DIR) "
-                        "to a folder laid out as ../shared/data (see its README.md)")
+        raise missing_data(f"the study corpus file {path}")
     return path
 
 

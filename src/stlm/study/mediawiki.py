@@ -1,4 +1,4 @@
-"""Plain text from a MediaWiki XML export (the enwiki sample in ../shared/data/corpora).
+"""Plain text from a MediaWiki XML export (the enwiki sample in the data folder, docs/data.md).
 
 Keeps the prose of main-namespace articles: templates, tables, references, files, categories,
 HTML tags and comments are dropped, links become their label, bold/italic quotes and heading
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
+
+from stlm.fileio import atomic_output
 
 STRIP_VERSION = 1  # bump when the output changes, so cached text is rebuilt
 
@@ -100,14 +101,10 @@ def articles(xml_path: Path) -> Iterator[tuple[str, str]]:
 def export_to_jsonl(xml_paths: list[Path], out: Path) -> int:
     """Write one {"title", "text"} line per article to `out` (atomically); return the count."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_output(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for path in xml_paths:
             for title, text in articles(path):
                 f.write(json.dumps({"title": title, "text": text}, ensure_ascii=False) + "\n")
                 n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
     return n

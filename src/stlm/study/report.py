@@ -5,8 +5,9 @@ to a temporary name and renamed, so a reader never sees half a table."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from stlm.fileio import atomic_output, write_atomic
 
 JSON_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "results.png"
 
@@ -47,12 +48,6 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def plot(results: dict, out: Path) -> None:
     import matplotlib
 
@@ -85,17 +80,16 @@ def plot(results: dict, out: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out / f".tmp-{PLOT_FILE}"
-    fig.savefig(tmp, dpi=100, format="png")
+    with atomic_output(out / PLOT_FILE) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, out / PLOT_FILE)
 
 
 def write_report(results: dict, out: Path) -> str:
     """Write results.json, results.md and results.png into `out`; return the table."""
     out.mkdir(parents=True, exist_ok=True)
     table = format_table(results)
-    _write(out / JSON_FILE, json.dumps(results, indent=1).encode())
-    _write(out / TABLE_FILE, (f"# {results['study']} study\n\n{table}\n").encode())
+    write_atomic(out / JSON_FILE, json.dumps(results, indent=1).encode())
+    write_atomic(out / TABLE_FILE, (f"# {results['study']} study\n\n{table}\n").encode())
     plot(results, out)
     return table

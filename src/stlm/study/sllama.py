@@ -1,4 +1,4 @@
-"""The SLlama study (issue 6): does tying the embedding and head hurt linguistic competence at
+"""The SLlama study: does tying the embedding and head hurt linguistic competence at
 tiny scale, and what does each SLlama component (Omolaoye et al., EMNLP 2025) cost and buy?
 
 Trains Llama untied and tied, SLlama, and SLlama's single-component ablations at SLlama's
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -22,7 +21,10 @@ import torch
 
 from stlm.config.loader import compose_config, validate
 from stlm.config.schema import DataConfig, EvalConfig, RunConfig, TrainConfig
+from stlm.datadir import user_data_dir
+from stlm.device import resolve_device
 from stlm.errors import UserError
+from stlm.fileio import write_atomic
 from stlm.study.corpus import study_data, test_text_ids, window_batches
 from stlm.study.plan import Plan, plan_for
 
@@ -43,7 +45,7 @@ LR, MIN_LR = 3e-3, 3e-4
 class StudySettings:
     budget: float = 1.0
     out: Path = Path("runs/studies/sllama")
-    data_root: Path = Path("../shared/data")
+    data_root: Path = dataclasses.field(default_factory=user_data_dir)  # the local data folder
     models: tuple[str, ...] = MODELS
     bpe_vocab: int = BPE_VOCAB
     paper_vocab: bool = False  # keep the presets' 32,000 embedding rows (the paper's sizes)
@@ -107,8 +109,7 @@ def evaluate_model(run_dir: Path, plan: Plan, s: StudySettings) -> dict:
         saved = json.loads(cache.read_text())
         if saved.get("settings") == settings:
             return saved
-    device = s.device if s.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    run = load_run(run_dir, "last", device)
+    run = load_run(run_dir, "last", resolve_device(s.device))
     model, tok = run.model, run.tokenizer
     ids = test_text_ids(s.data_root, tok, plan.test_tokens)
     test = bits_per_byte(model, window_batches(ids, plan.context, plan.batch_size), tok.byte_lengths())
@@ -123,9 +124,7 @@ def evaluate_model(run_dir: Path, plan: Plan, s: StudySettings) -> dict:
     result = {"settings": settings, "test_bpb": test["bpb"], "test_tokens": test["tokens"],
               "blimp": blimp("blimp"), "blimp_filtered": blimp("blimp_filtered"),
               "grammar_pairs": pairs.to_dict()}
-    tmp = cache.with_name(f".tmp-{cache.name}")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, cache)
+    write_atomic(cache, json.dumps(result, indent=1))
     return result
 
 

@@ -60,7 +60,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         gpt2_file = directory / R50K_FILE
         if not gpt2_file.is_file():
             raise UserError(f"{gpt2_file} is missing from the saved tokenizer; copy it from "
-                            f"../shared/data/gpt2-bpe or re-save the tokenizer")
+                            f"the gpt2-bpe/ folder of the data folder (docs/data.md) or re-save the tokenizer")
         tok = GPT2Tokenizer(gpt2_file)
     else:
         raise UserError(f"{meta_path} names an unknown tokenizer kind {kind!r} (known: {', '.join(KINDS)})")

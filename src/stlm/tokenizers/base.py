@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from stlm.fileio import write_atomic
 
 EOT_TEXT = "<|endoftext|>"  # the end-of-text special token's name (GPT-2's)
 META_FILE = "stlm_tokenizer.json"  # what `save` writes next to the kind's own files
@@ -87,10 +88,3 @@ class Tokenizer(ABC):
     @abstractmethod
     def _save_files(self, directory: Path) -> None:
         """Write the files this kind needs to be rebuilt by `stlm.tokenizers.load_tokenizer`."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

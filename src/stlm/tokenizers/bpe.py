@@ -15,7 +15,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from stlm.errors import UserError
-from stlm.tokenizers.base import EOT_TEXT, Tokenizer, write_atomic
+from stlm.fileio import write_atomic
+from stlm.tokenizers.base import EOT_TEXT, Tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from typing import Iterable, Sequence
 import tiktoken
 
 from stlm.errors import UserError
-from stlm.tokenizers.base import EOT_TEXT, Tokenizer, write_atomic
+from stlm.fileio import write_atomic
+from stlm.tokenizers.base import EOT_TEXT, Tokenizer
 
 R50K_FILE = "r50k_base.tiktoken"
 R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
@@ -68,7 +69,8 @@ class GPT2Tokenizer(Tokenizer):
             tried.append(f"download {R50K_URL} ({e})")
             raise UserError(
                 f"GPT-2 BPE file {R50K_FILE} not found; tried: {'; '.join(tried)}. Fix: set "
-                f"data.tokenizer.path=../shared/data/gpt2-bpe (a folder holding {R50K_FILE}) or "
+                f"data.tokenizer.path=DIR (a folder holding {R50K_FILE}, e.g. gpt2-bpe/ in the data "
+                f"folder, docs/data.md) or "
                 f"export STLM_GPT2_BPE=/path/to/{R50K_FILE}") from e
         return cls(cached)
 

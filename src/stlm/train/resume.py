@@ -13,9 +13,9 @@ from typing import Sequence
 
 from omegaconf import OmegaConf
 
-from stlm.config.loader import ConfigError, config_from_dict
+from stlm.config.loader import config_from_dict
 from stlm.config.schema import RunConfig
-from stlm.errors import UserError
+from stlm.errors import ConfigError, UserError
 from stlm.runs import read_config
 
 RESUME_KEYS = ("train.max_steps", "train.max_tokens", "train.max_minutes", "train.eval_every",

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from stlm.config.schema import TrainConfig
+from stlm.device import resolve_device
 from stlm.errors import UserError
 
 
@@ -67,12 +68,7 @@ def init_runtime(cfg: TrainConfig) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    want = cfg.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device={cfg.device} but no CUDA device is available; use train.device=cpu")
-    device = torch.device(want)
+    device = torch.device(resolve_device(cfg.device, "train.device"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank if world_size > 1 else (device.index or 0))
         torch.cuda.set_device(device)

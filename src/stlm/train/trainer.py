@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from stlm.config.schema import RunConfig
+from stlm.config.schema import RunConfig, trained_context
 from stlm.errors import UserError
 from stlm.eval.bpb import bits_per_byte
 from stlm.models import build_model
@@ -55,7 +55,7 @@ class Trainer:
         t = cfg.train
         self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
         self.rt = rt or init_runtime(t)
-        self.context = t.context_length or cfg.model.context_length
+        self.context = trained_context(cfg)
         if self.context > cfg.model.context_length:
             raise UserError(f"train.context_length ({self.context}) exceeds model.context_length "
                             f"({cfg.model.context_length})")

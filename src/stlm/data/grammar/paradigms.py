@@ -20,6 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from stlm.config.schema import EvalConfig
 from stlm.data.grammar import lexicon as lx
 from stlm.data.grammar.generator import OBJECT_POOLS, NP, Grammar, agree, render, wh_word
 
@@ -181,10 +182,13 @@ _TABLE: tuple[tuple[str, str, Callable[[Grammar, int], tuple[Words, Words]]], ..
     ("filler_gap", "structural", filler_gap),
 )
 PARADIGMS: dict[str, str] = {name: tier for name, tier, _ in _TABLE}  # name -> tier, display order
+_EVAL = EvalConfig()
 
 
-def minimal_pair_suite(seed: int = 10007, per_paradigm: int = 200) -> list[Pair]:
-    """`per_paradigm` distinct pairs for each paradigm in PARADIGMS order; the same for a seed."""
+def minimal_pair_suite(seed: int = _EVAL.pairs_seed, per_paradigm: int = _EVAL.pairs_per_paradigm
+                       ) -> list[Pair]:
+    """`per_paradigm` distinct pairs for each paradigm in PARADIGMS order; the same for a seed
+    (defaults: `EvalConfig`, the one statement of the evaluation suite's seed and size)."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
     if not isinstance(per_paradigm, int) or per_paradigm < 1:

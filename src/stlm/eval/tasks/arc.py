@@ -4,7 +4,7 @@ ARC-Easy (2,376) and ARC-Challenge (1,172).
 As lm-eval's `arc_easy` / `arc_challenge`: context "Question: {question}\nAnswer:", each choice
 text after a space. Two record layouts are read: the original (`choices.text`, `choices.label`,
 `answerKey`, as on the hub) and the evaluation-package one with a 0-based `gold` index and a plain
-`choices` list (../shared/data/arc-easy/ARC-Easy-test.olmes-derived.jsonl).
+`choices` list (arc-easy/ARC-Easy-test.olmes-derived.jsonl in the data folder).
 """
 
 from __future__ import annotations

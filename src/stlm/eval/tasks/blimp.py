@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stlm.datadir import ways_to_provide
 from stlm.errors import UserError
 from stlm.eval.sources import Record, hub_records, local_file, read_jsonl
 from stlm.eval.tasks.base import Item, MultipleChoiceTask, choice_item
@@ -72,8 +73,8 @@ class MinimalPairTask(MultipleChoiceTask):
             return [r for p in self.paradigms
                     for r in read_jsonl(local_file(root, f"{self.folder}/{p}.jsonl", self.name), p)]
         if self.hub is None:
-            raise UserError(f"{self.name} has no hub copy; download {BABYLM_SOURCE} and pass --data-dir "
-                            f"DIR holding {self.folder}/<paradigm>.jsonl")
+            raise UserError(f"{self.name} has no hub copy; download {BABYLM_SOURCE} into a data folder "
+                            f"as {self.folder}/<paradigm>.jsonl, then {ways_to_provide()}")
         return [r for p in self.paradigms for r in hub_records(self.hub, p, "train", p)]
 
     def item(self, record: Record) -> Item:

@@ -52,7 +52,7 @@ class GroupedQueryAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
         self.n_heads = cfg.n_heads
-        self.n_kv_heads = cfg.n_kv_heads or cfg.n_heads
+        self.n_kv_heads = cfg.kv_heads
         self.head_dim = cfg.d_model // cfg.n_heads
         d, kv_dim = cfg.d_model, self.n_kv_heads * self.head_dim
         self.q_proj = nn.Linear(d, d, bias=cfg.bias)

@@ -26,17 +26,20 @@ def sincos_table(n_positions: int, dim: int) -> torch.Tensor:
 
 
 class AbsolutePositions(nn.Module):
-    """Adds a learned or sinusoidal vector per position."""
+    """Adds a learned or sinusoidal vector per position (`cfg.positions`) for `cfg.context_length`
+    positions. Learned vectors start N(0, cfg.init_std), as in
+    GPT-2 and nanoGPT (0.02 by default)."""
 
     param_category = "positions"
 
-    def __init__(self, kind: str, n_positions: int, dim: int):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.kind, self.n_positions = kind, n_positions
-        if kind == "learned":
-            self.weight = nn.Parameter(torch.zeros(n_positions, dim))
+        self.kind, self.n_positions = cfg.positions, cfg.context_length
+        if self.kind == "learned":
+            self.weight = nn.Parameter(torch.empty(self.n_positions, cfg.d_model))
+            nn.init.normal_(self.weight, 0.0, cfg.init_std)
         else:
-            self.register_buffer("weight", sincos_table(n_positions, dim), persistent=False)
+            self.register_buffer("weight", sincos_table(self.n_positions, cfg.d_model), persistent=False)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x (B, T, dim) plus the vectors of the (T,) `positions` (the model checks they are
@@ -51,8 +54,7 @@ class TokenEmbedder(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
         self.token = nn.Embedding(vocab_size, cfg.d_model)
-        self.positions = (AbsolutePositions(cfg.positions, cfg.context_length, cfg.d_model)
-                          if cfg.positions in ("learned", "sincos") else None)
+        self.positions = (AbsolutePositions(cfg) if cfg.positions in ("learned", "sincos") else None)
         self.dropout = nn.Dropout(cfg.dropout)
 
     @property

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stlm.config.loader import ConfigError
+from stlm.errors import ConfigError
 from stlm.config.schema import ModelConfig
 from stlm.models.components.embedders import AbsolutePositions
 from stlm.models.components.rope import apply_rope
@@ -44,8 +44,7 @@ class RepeatedReducedEmbedder(nn.Module):
                               f"model.d_model ({cfg.d_model})")
         self.factor = cfg.rrhp_factor
         self.token = nn.Embedding(vocab_size, cfg.d_model // cfg.rrhp_factor)
-        self.positions = (AbsolutePositions(cfg.positions, cfg.context_length, cfg.d_model)
-                          if cfg.positions in ("learned", "sincos") else None)
+        self.positions = (AbsolutePositions(cfg) if cfg.positions in ("learned", "sincos") else None)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -74,7 +73,7 @@ class PermutedWeightAttention(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
-        if (cfg.n_kv_heads or cfg.n_heads) != cfg.n_heads:
+        if cfg.kv_heads != cfg.n_heads:
             raise ConfigError("attention=pwa makes keys and values d_model wide; set "
                               "model.n_kv_heads=null (or equal to model.n_heads)")
         self.n_heads = cfg.n_heads
