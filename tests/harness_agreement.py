@@ -6,7 +6,8 @@ from __future__ import annotations
 from stlm.eval.runner import score_items
 
 
-def assert_items_agree(task, records, harness_tasks, order, model, tok, batch_size: int = 16):
+def assert_items_agree(task, records, harness_tasks, order, model, tok, batch_size: int = 16,
+                       prefix_token_id: int | None = None):
     """Our requests, log-likelihoods and per-item metrics equal lm-eval's for each record
     (`order`: each record's (lm-eval task name, doc_id)); returns (items, our results, lm-eval's
     output) for further checks. A tie at the top fails: we count it wrong, lm-eval takes index 0."""
@@ -15,8 +16,9 @@ def assert_items_agree(task, records, harness_tasks, order, model, tok, batch_si
     from stlm.eval.harness import StlmLM
 
     items = [task.item(r) for r in records]
-    ours = score_items(model, tok, items, batch_size=batch_size)
-    out = evaluate(StlmLM(model=model, tokenizer=tok, batch_size=batch_size), harness_tasks,
+    ours = score_items(model, tok, items, batch_size=batch_size, prefix_token_id=prefix_token_id)
+    lm = StlmLM(model=model, tokenizer=tok, batch_size=batch_size, prefix_token_id=prefix_token_id)
+    out = evaluate(lm, harness_tasks,
                    log_samples=True, bootstrap_iters=1000)
     samples = {(t, s["doc_id"]): s for t in harness_tasks for s in out["samples"][t]}
     assert len(samples) == len(items)
