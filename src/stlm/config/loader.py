@@ -125,6 +125,9 @@ def validate(run: RunConfig) -> None:
     from stlm.train.optim import OPTIMIZERS
 
     _check_choice("train.optimizer", run.train.optimizer, sorted(OPTIMIZERS))
+    from stlm.train.tracking import TRACKERS
+
+    _check_choice("train.tracker", run.train.tracker, ["none", *TRACKERS])
     kv = m.n_kv_heads or m.n_heads
     if m.d_model % m.n_heads or m.n_heads % kv:
         raise ConfigError(

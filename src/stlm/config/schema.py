@@ -161,6 +161,9 @@ class TrainConfig:
     checkpoint_every: int = 250
     keep_last: int = 2
     progress: bool = True
+    # Experiment tracking beside metrics.jsonl (stlm.train.tracking): none | wandb | tensorboard
+    tracker: str = "none"
+    tracker_project: str = "stlm"  # wandb: the project the run is logged to
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from stlm.config.schema import RunConfig
 from stlm.runs import create_run_dir, write_config
 from stlm.train.report import final_report, format_summary
 from stlm.train.setup import Runtime, init_runtime
+from stlm.train.tracking import check_tracker
 from stlm.train.trainer import Trainer
 
 
@@ -18,6 +19,7 @@ def run_training(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[st
     """Train `cfg` (a fresh run, or the one at `cfg.resume`) and return its summary (rank 0; other
     ranks return an empty dict). The run directory is checked before any data is prepared."""
     started = time.perf_counter()
+    check_tracker(cfg.train.tracker)  # a missing package fails before any data is prepared
     rt = init_runtime(cfg.train)
     try:
         run_dir = _run_dir(cfg, rt)

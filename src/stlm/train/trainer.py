@@ -27,6 +27,7 @@ from stlm.train.budget import plan_budget
 from stlm.train.metrics import MetricsLog, ProgressBar
 from stlm.train.optim import build_optimizer
 from stlm.train.setup import Runtime, init_runtime, seed_everything, sync_context, wrap_for_training
+from stlm.train.tracking import start_tracking
 
 
 class TrainingDiverged(UserError):
@@ -165,7 +166,8 @@ class Trainer:
         """Train until the budget is spent; log, evaluate and checkpoint on the configured cadence."""
         t, rt, st = self.cfg.train, self.rt, self.state
         main = rt.is_main
-        log = MetricsLog(self.run_dir / METRICS_FILE, st.step if self.resumed else None) if main else None
+        log = MetricsLog(self.run_dir / METRICS_FILE, st.step if self.resumed else None,
+                         start_tracking(self.cfg, self.run_dir, st.step)) if main else None
         timed = self.budget.total_steps is None
         total = self.budget.max_seconds if timed else self.budget.total_steps
         bar = ProgressBar(t.progress and main, total, st.elapsed_s if timed else st.step,
