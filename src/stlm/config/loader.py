@@ -117,7 +117,9 @@ def validate(run: RunConfig) -> None:
     _check_choice("model.positions", m.positions, s.POSITIONS)
     _check_choice("model.sharing.ffn", m.sharing.ffn, s.FFN_SHARING)
     _check_choice("model.sharing.layers", m.sharing.layers, s.LAYER_SHARING)
-    _check_choice("data.tokenizer.kind", run.data.tokenizer.kind, ("byte", "bpe", "gpt2"))
+    from stlm.tokenizers import KINDS
+
+    _check_choice("data.tokenizer.kind", run.data.tokenizer.kind, KINDS)
     _check_choice("data.invalid_utf8", run.data.invalid_utf8, ("replace", "fail"))
     _check_choice("data.sampling", run.data.sampling, ("random", "sequential"))
     _check_choice("train.schedule", run.train.schedule, ("cosine", "linear", "constant"))

@@ -77,10 +77,11 @@ class ModelConfig:
 class TokenizerConfig:
     """Which tokenizer turns text into ids."""
 
-    kind: str = "bpe"  # byte | bpe | gpt2
+    kind: str = "bpe"  # byte | bpe | gpt2 | hf (an imported model's tokenizer.json, needs `path`)
     vocab_size: int = 1024  # bpe only: size of the trained vocabulary, specials included
     train_chars: int = 20_000_000  # bpe only: characters of training text used to learn merges
-    # gpt2: path to r50k_base.tiktoken (or a folder holding it); bpe: an existing tokenizer.json
+    # gpt2: path to r50k_base.tiktoken (or a folder holding it); bpe: an existing tokenizer.json;
+    # hf: a saved HF tokenizer folder (an imported run's tokenizer/)
     path: Optional[str] = None
 
 
@@ -203,3 +204,6 @@ class RunConfig:
     runs_dir: str = "runs"
     seed: int = 1337
     resume: Optional[str] = None  # path of a run directory to continue
+    # path of a run directory whose best weights start this new run (fine-tuning, e.g. an import
+    # from `stlm import`); its model config and tokenizer replace the composed ones
+    init_from: Optional[str] = None

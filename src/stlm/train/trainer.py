@@ -76,8 +76,13 @@ class Trainer:
         self.resumed = resume
         if resume:
             self._restore()
-        elif self.rt.is_main:
-            data.tokenizer.save(self.run_dir / TOKENIZER_DIR)
+        else:
+            if cfg.init_from:  # fine-tuning: start from another run's best weights
+                from stlm.runs import find_checkpoint
+
+                ckpt.load_weights(self.model, find_checkpoint(Path(cfg.init_from)), self.rt.device)
+            if self.rt.is_main:
+                data.tokenizer.save(self.run_dir / TOKENIZER_DIR)
 
     # -----------------------------------------------------------------------------------------
 
