@@ -124,6 +124,18 @@ def test_imported_run_generates_and_fine_tunes(imported, capsys):
     assert changed and tuned.cfg.model.d_model == run.cfg.model.d_model  # it started from the import
 
 
+def test_an_imported_run_exports_back_to_the_same_model(imported, tmp_path):
+    root, _, hf, hf_tok, _ = imported
+    assert main(["export", str(root / "runs" / "imported"), str(tmp_path / "back")]) == 0
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
+    ids = hf_tok(TEXT, return_tensors="pt").input_ids
+    assert tok(TEXT).input_ids == ids[0].tolist() and tok.bos_token_id == hf_tok.bos_token_id
+    with torch.no_grad():
+        assert (again(ids).logits - hf(ids).logits).abs().max().item() <= 1e-5
+    assert "Imported from" in (tmp_path / "back" / "README.md").read_text()
+
+
 def test_import_refuses_what_it_cannot_compute(tmp_path):
     cfg = transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
