@@ -165,6 +165,10 @@ class TrainConfig:
     # Experiment tracking beside metrics.jsonl (stlm.train.tracking): none | wandb | tensorboard
     tracker: str = "none"
     tracker_project: str = "stlm"  # wandb: the project the run is logged to
+    # BabyLM submission checkpoints (stlm.train.babylm): chck_{N}M at 1M..10M words, then every
+    # 10M to 100M; `babylm_words_per_m` words make one "M" (keep 1,000,000 for a submission)
+    babylm_checkpoints: bool = False
+    babylm_words_per_m: int = 1_000_000
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from stlm.eval.bpb import bits_per_byte
 from stlm.models import build_model
 from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR
 from stlm.train import checkpoint as ckpt
+from stlm.train.babylm import BabyLMCheckpoints
 from stlm.train.budget import plan_budget
 from stlm.train.metrics import MetricsLog, ProgressBar
 from stlm.train.optim import build_optimizer
@@ -72,6 +73,8 @@ class Trainer:
         tokens_per_step = t.batch_size * t.grad_accum * self.context * self.rt.world_size
         self.budget = plan_budget(t, tokens_per_step)
         self.ckpt_dir = self.run_dir / CHECKPOINTS_DIR
+        self.babylm = (BabyLMCheckpoints(self.run_dir, data, t.babylm_words_per_m)
+                       if t.babylm_checkpoints and self.rt.is_main else None)
         self.state = TrainState()
         self.resumed = resume
         if resume:
@@ -185,6 +188,8 @@ class Trainer:
         try:
             while not self.budget.done(st.step, st.elapsed_s):
                 out = self.train_step()
+                if self.babylm is not None:
+                    self.babylm.after_step(self.model, st.step, st.tokens)
                 window_tokens += self.budget.tokens_per_step
                 st.elapsed_s = self._sync_elapsed(base_elapsed + time.perf_counter() - started)
                 final = self.budget.done(st.step, st.elapsed_s)
