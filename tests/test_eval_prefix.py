@@ -7,25 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from conftest import require_shared
-from stlm.config.schema import ModelConfig
 from stlm.errors import UserError
 from stlm.eval.requests import encode_requests
 from stlm.eval.runner import run_task, select_subset
 from stlm.eval.tasks import TASKS, load_task_files
-from stlm.models import build_model
 from stlm.tokenizers import ByteTokenizer
+from test_eval_tasks import byte_model  # noqa: F401  (the shared random byte-level model fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def byte_model():
-    torch.manual_seed(0)
-    return build_model(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=128),
-                       257).eval(), ByteTokenizer()
 
 
 def test_stlm_tokenizers_prefix_with_end_of_text_and_a_chosen_id_wins():

@@ -26,7 +26,7 @@ def _hf_tokenizer(folder):
 
     from stlm.tokenizers import BPETokenizer
 
-    text = require_shared("corpora/tinyshakespeare/input.txt").read_text()[:100_000]
+    text = require_shared("corpora/tinyshakespeare/input.txt").read_text()[:30_000]
     BPETokenizer.train([text], 300).save(folder / "bpe")
     rust = Tokenizer.from_file(str(folder / "bpe" / "tokenizer.json"))
     rust.add_special_tokens(["<s>"])
@@ -53,12 +53,34 @@ def _hf_llama(folder, tied: bool):
     return out, model, tok
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
-def imported(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp("import")
-    folder, hf, hf_tok = _hf_llama(root, request.param)
-    assert main(["import", str(folder), str(root / "runs" / "imported")]) == 0
-    return root, folder, hf, hf_tok, load_run(root / "runs" / "imported")
+@pytest.fixture(scope="module")
+def importer(tmp_path_factory):
+    """imported(tied): a saved random Llama, imported once per kind of embedding."""
+    done = {}
+
+    def imported(tied: bool):
+        if tied not in done:
+            root = tmp_path_factory.mktemp("import")
+            folder, hf, hf_tok = _hf_llama(root, tied)
+            assert main(["import", str(folder), str(root / "runs" / "imported")]) == 0
+            done[tied] = root, folder, hf, hf_tok, load_run(root / "runs" / "imported")
+        return done[tied]
+    return imported
+
+
+@pytest.fixture(params=[True, False], ids=["tied", "untied"])
+def imported(request, importer):
+    return importer(request.param)
+
+
+@pytest.fixture
+def imported_tied(importer):
+    return importer(True)
+
+
+@pytest.fixture
+def imported_untied(importer):
+    return importer(False)
 
 
 def test_import_gives_transformers_logits(imported):
@@ -67,7 +89,7 @@ def test_import_gives_transformers_logits(imported):
     assert ids[0, 0].item() == hf_tok.bos_token_id and ids[0].tolist() == run.tokenizer.encode(TEXT)
     assert run.tokenizer.decode(ids[0].tolist()) == TEXT
     with torch.no_grad():
-        assert (run.model(ids) - hf(ids).logits).abs().max().item() <= 1e-4
+        assert (run.model(ids).logits - hf(ids).logits).abs().max().item() <= 1e-4
     cfg = run.cfg.model
     assert (cfg.n_heads, cfg.n_kv_heads, cfg.rope_theta, cfg.vocab_size) == (4, 2, 500000.0, 304)
     tied = hf.config.tie_word_embeddings
@@ -78,7 +100,7 @@ def test_import_gives_transformers_logits(imported):
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_imported_run_evaluates_as_lm_eval_hf_backend_scores_the_original(imported, tmp_path):
+def test_imported_run_evaluates_as_lm_eval_hf_backend_scores_the_original(imported_tied, tmp_path):
     """BLiMP (empty context: the prefix is the tokenizer's BOS) and ARC-Easy, item by item."""
     pytest.importorskip("lm_eval")
     from lm_eval.evaluator import evaluate
@@ -88,7 +110,7 @@ def test_imported_run_evaluates_as_lm_eval_hf_backend_scores_the_original(import
     from stlm.eval.runner import score_items, select_subset
     from stlm.eval.tasks import TASKS
 
-    _, folder, _, _, run = imported
+    _, folder, _, _, run = imported_tied
     lm = HFLM(pretrained=str(folder), batch_size=16, device="cpu", dtype="float32")
     for name, limit, sub in (("blimp", 10, "adjunct_island"), ("arc_easy", 12, None)):
         task = TASKS[name]
@@ -106,17 +128,17 @@ def test_imported_run_evaluates_as_lm_eval_hf_backend_scores_the_original(import
             assert mine.values["acc"] == theirs["acc"], (name, key)
 
 
-def test_imported_run_generates_and_fine_tunes(imported, capsys):
-    root, _, _, _, run = imported
+def test_imported_run_generates_and_fine_tunes(imported_untied, capsys, small_data):
+    root, _, _, _, run = imported_untied
     assert main(["generate", str(root / "runs" / "imported"), "--prompt", "ROMEO:", "--max-new-tokens", "8"]) == 0
     assert "ROMEO:" in capsys.readouterr().out
     text = require_shared("corpora/tinyshakespeare/input.txt")
     name = f"tuned-{run.cfg.model.tie_embeddings}"
     assert main(["train", f"init_from={root / 'runs' / 'imported'}", f"runs_dir={root / 'runs'}", f"run_name={name}",
-                 "data.name=shakespeare", f"data.sources=[{{name:text,path:{text}}}]", f"data.cache_dir={root / 'cache'}",
+                 "data.name=shakespeare", f"data.sources=[{{name:text,path:{text}}}]",
                  "train.context_length=32", "train.batch_size=8", "train.max_steps=3", "train.warmup_steps=1",
                  "train.eval_every=3", "train.eval_batches=2", "train.progress=false", "eval.final_val_batches=2",
-                 "eval.sample_tokens=4"]) == 0
+                 "eval.sample_tokens=4", *small_data]) == 0
     tuned = load_run(root / "runs" / name, which="last")
     assert tuned.tokenizer.fingerprint() == run.tokenizer.fingerprint() and tuned.step == 3
     start = run.model.state_dict()
@@ -124,8 +146,8 @@ def test_imported_run_generates_and_fine_tunes(imported, capsys):
     assert changed and tuned.cfg.model.d_model == run.cfg.model.d_model  # it started from the import
 
 
-def test_an_imported_run_exports_back_to_the_same_model(imported, tmp_path):
-    root, _, hf, hf_tok, _ = imported
+def test_an_imported_run_exports_back_to_the_same_model(imported_untied, tmp_path):
+    root, _, hf, hf_tok, _ = imported_untied
     assert main(["export", str(root / "runs" / "imported"), str(tmp_path / "back")]) == 0
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")

@@ -24,10 +24,11 @@ def test_expand_follows_hydra_multirun():
         expand(["train.lr=1e-3"])
 
 
-def test_two_by_two_sweep_gathered_into_one_report(tmp_path, capsys):
+def test_two_by_two_sweep_gathered_into_one_report(tmp_path, capsys, small_data):
     """The presets keep their widths (128 and 256) at one layer, so the points differ in size."""
     base = [o for o in tiny_overrides(tmp_path, "unused", "train.max_steps=4", "train.eval_every=2",
-                                      "train.checkpoint_every=4", "eval.final_val_batches=2", "model.n_layers=1")
+                                      "train.checkpoint_every=4", "eval.final_val_batches=2", "model.n_layers=1",
+                                      "eval.sample_tokens=4", *small_data)
             if not o.startswith(("run_name=", "model.name=", "train.lr=", "model.d_model=", "model.n_heads=",
                                  "model.d_ff=", "model.n_layers=2"))]
     assert main(["train", "-m", "--sweep-name", "grid", "train.lr=1e-2,3e-2", "model=tiny-1m,tiny-3m", *base]) == 0

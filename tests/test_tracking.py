@@ -18,18 +18,22 @@ from stlm.train.tracking import TRACKERS, TrackerWarning, register_tracker
 from test_train_loop import tiny_overrides
 
 pytestmark = pytest.mark.slow
-SHORT = ("train.max_steps=6", "train.eval_every=3", "train.checkpoint_every=6", "eval.final_val_batches=2")
+SHORT = ("train.max_steps=6", "train.eval_every=3", "train.checkpoint_every=6", "eval.final_val_batches=2",
+         "eval.sample_tokens=4")
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("tracking")  # the prepared data is shared by the runs
+    return tmp_path_factory.mktemp("tracking")
 
 
-def _train(root, name, *extra):
-    run_training(compose_config(tiny_overrides(root, name, *SHORT, *extra)), echo=lambda s: None)
-    run_dir = root / "runs" / name
-    return run_dir, read_metrics(run_dir / "metrics.jsonl")
+@pytest.fixture(scope="module")
+def train(root, small_data):
+    def run(name, *extra):
+        run_training(compose_config(tiny_overrides(root, name, *SHORT, *small_data, *extra)), echo=lambda s: None)
+        run_dir = root / "runs" / name
+        return run_dir, read_metrics(run_dir / "metrics.jsonl")
+    return run
 
 
 def _check_run_info(run_dir):
@@ -41,12 +45,12 @@ def _check_run_info(run_dir):
     assert session["machine"]["cpus"] >= 1 and session["from_step"] == 0
 
 
-def test_wandb_offline_run(root, tmp_path, monkeypatch):
+def test_wandb_offline_run(train, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     for var, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": tmp_path / "wb",
                        "WANDB_CACHE_DIR": tmp_path / "wb", "WANDB_DATA_DIR": tmp_path / "wb"}.items():
         monkeypatch.setenv(var, str(value))
-    run_dir, records = _train(root, "wb", "train.tracker=wandb")
+    run_dir, records = train("wb", "train.tracker=wandb")
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     (log,) = offline.glob("run-*.wandb")
     data = log.read_bytes()  # W&B's record file: protobuf records with each value as JSON text
@@ -56,11 +60,11 @@ def test_wandb_offline_run(root, tmp_path, monkeypatch):
     assert b"tiny_overrides" not in data and b"shakespeare" in data  # the resolved config went along
 
 
-def test_tensorboard_event_file_and_run_info(root):
+def test_tensorboard_event_file_and_run_info(train):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_dir, records = _train(root, "tb", "train.tracker=tensorboard")
+    run_dir, records = train("tb", "train.tracker=tensorboard")
     _check_run_info(run_dir)
     (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
     acc = EventAccumulator(str(events))
@@ -87,10 +91,10 @@ class ExplodingTracker:
         raise AssertionError("a tracker that failed is not called again")
 
 
-def test_a_failing_tracker_warns_once_and_training_goes_on(root):
+def test_a_failing_tracker_warns_once_and_training_goes_on(train):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run_dir, records = _train(root, "boom", "train.tracker=exploding")
+        run_dir, records = train("boom", "train.tracker=exploding")
     assert [r["step"] for r in records] == list(range(1, 7))
     assert (run_dir / "checkpoints" / "step-6").is_dir()
     ours = [w for w in caught if issubclass(w.category, TrackerWarning)]

@@ -32,6 +32,7 @@ def import_llama(hf_dir: str | Path, out_dir: str | Path) -> Path:
     from stlm.models import build_model
     from stlm.tokenizers.hf import HFTokenizer
     from stlm.train.checkpoint import save_checkpoint
+    from stlm.train.optim import build_optimizer
 
     folder, out = Path(hf_dir), Path(out_dir)
     if not (folder / "config.json").is_file():
@@ -72,7 +73,7 @@ def import_llama(hf_dir: str | Path, out_dir: str | Path) -> Path:
     meta = {"tokens": 0, "elapsed_s": 0.0, "val_loss": None, "total_steps": None,
             "tokenizer": tokenizer.fingerprint(), "imported_from": str(folder.resolve())}
     # an optimizer that has taken no step: the checkpoint carries no optimizer state
-    save_checkpoint(tmp / CHECKPOINTS_DIR, 0, model, torch.optim.AdamW(model.parameters()), meta)
+    save_checkpoint(tmp / CHECKPOINTS_DIR, 0, model, build_optimizer(model, cfg.train, torch.device("cpu")), meta)
     (tmp / IMPORT_FILE).write_text(json.dumps({
         "source": str(folder.resolve()), "architecture": (hf_cfg.architectures or ["LlamaForCausalLM"])[0],
         "parameters": sum(p.numel() for p in hf.parameters()), "max_logit_difference": diff,
@@ -87,4 +88,4 @@ def import_llama(hf_dir: str | Path, out_dir: str | Path) -> Path:
 def _logit_difference(model, hf, tokenizer) -> float:
     ids = tokenizer.encode(PARITY_TEXT)[: model.cfg.context_length]
     x = torch.tensor([ids])
-    return (model(x) - hf(x).logits).abs().max().item()
+    return (model(x).logits - hf(x).logits).abs().max().item()

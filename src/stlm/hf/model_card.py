@@ -20,7 +20,7 @@ def _architecture(cfg) -> list[str]:
             + (f" (theta {cfg.rope_theta:g})" if cfg.positions == "rope" else ""),
             f"- core: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} attention heads "
             f"({kv} key/value heads, {cfg.attention}), FFN {cfg.ffn} with d_ff {cfg.d_ff}, norm {cfg.norm}",
-            f"- head: {'tied to the input embedding' if cfg.tie_embeddings else 'its own output projection'}; "
+            f"- head: {cfg.head}, {'tied to the input embedding' if cfg.tie_embeddings else 'its own output projection'}; "
             f"context length {cfg.context_length} tokens"]
     s = cfg.sharing
     if s.ffn != "none" or s.layers != "none" or s.lora_rank:
