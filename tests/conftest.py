@@ -59,3 +59,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    """Overrides for tests that train a few steps: one prepared-data cache for the whole session
+    (tiny shakespeare is tokenized once per tokenizer) holding at most 50k training tokens."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="stlm-test-data-"))
+    yield [f"data.cache_dir={folder}", "data.max_train_tokens=50000", "data.num_proc=1"]
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)

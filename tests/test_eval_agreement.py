@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from conftest import require_shared
+from harness_agreement import assert_items_agree
 
 pytest.importorskip("lm_eval")
 
 from stlm.config.schema import ModelConfig  # noqa: E402
 from stlm.eval.metrics import summarize  # noqa: E402
-from stlm.eval.runner import score_items, select_subset  # noqa: E402
+from stlm.eval.runner import select_subset  # noqa: E402
 from stlm.eval.tasks import TASKS  # noqa: E402
 from stlm.models import build_model  # noqa: E402
 
@@ -72,34 +73,13 @@ def subsets():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_items_and_scores_match_lm_eval(name, model_and_tokenizer, subsets, tmp_path):
-    from lm_eval.evaluator import evaluate
-
-    from stlm.eval.harness import StlmLM
     from stlm.eval.harness import harness_tasks as build_harness_tasks
 
     model, tok = model_and_tokenizer
     task = TASKS[name]
     chosen = subsets(name)
-    items = [task.item(r) for r in chosen]
-    ours = score_items(model, tok, items, batch_size=16)
-
     harness_tasks, order = build_harness_tasks(name, chosen, tmp_path)
-    out = evaluate(StlmLM(model=model, tokenizer=tok, batch_size=16), harness_tasks,
-                   log_samples=True, bootstrap_iters=1000)
-    samples = {(t, s["doc_id"]): s for t in harness_tasks for s in out["samples"][t]}
-
-    ties = 0
-    for item, mine, key in zip(items, ours, order):
-        theirs = samples[key]
-        assert [tuple(a[:2]) for a in theirs["arguments"]] == list(item.requests)
-        lls = [float(r[0]) for r in theirs["filtered_resps"]]
-        assert max(abs(a - b) for a, b in zip(lls, mine.logprobs)) < 1e-3
-        if mine.pred is None or mine.pred_norm is None:
-            ties += 1  # we count a tie wrong, the harness takes the first index; never seen in practice
-            continue
-        for metric in task.metrics:
-            assert mine.values[metric] == theirs[metric], (key, metric)
-    assert ties == 0, f"{ties} tied items (acc differs from the harness on them by design)"
+    items, ours, out = assert_items_agree(task, chosen, harness_tasks, order, model, tok)
 
     summary = summarize(items, ours, task.metrics, task.subtask, task.weight_by_size, ())
     results = out["results"]

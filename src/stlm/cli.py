@@ -21,7 +21,9 @@ COMMANDS = {
     "report": "Compare evaluated runs side by side (table and plots).",
     "study": "Run a predefined multi-model study (e.g. `stlm study sllama`).",
     "export": "Write a run as a Hugging Face transformers model folder.",
+    "import": "Turn a transformers LlamaForCausalLM folder into an stlm run directory.",
 }
+MODULES = {"import": "import_hf"}  # a command whose module name differs (`import` is a keyword)
 
 
 def _overrides_help() -> str:
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stlm {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"stlm.commands.{name}")
+        module = importlib.import_module(f"stlm.commands.{MODULES.get(name, name)}")
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog=getattr(module, "EPILOG", None) or (

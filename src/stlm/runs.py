@@ -7,6 +7,9 @@
       checkpoints/     step-N/ folders and the `best` pointer (`stlm.train.checkpoint`)
       summary.json     final numbers
       loss.png         training and validation loss curves
+      run_info.json    resolved config, git commit, package versions, machine (per session)
+      wandb/ | tensorboard/   the tracker's files, with train.tracker=wandb | tensorboard
+      babylm/chck_{N}M/        BabyLM checkpoints, with train.babylm_checkpoints=true
 
 `load_run(path)` rebuilds the model from config.yaml and the tokenizer's vocabulary, then loads a
 checkpoint's weights; evaluation, generation and export all start from it.

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="sequences per forward pass (default: the run's eval.batch_size)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--checkpoint", default="best", help="best | last | step-N (default best)")
+    p.add_argument("--prefix-token-id", type=int, help="the token an empty context (BLiMP) is scored after "
+                                                       "(default: the tokenizer's BOS, else end-of-text: "
+                                                       "lm-eval's rule); recorded in each result")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             summary = run_grammar(loaded, args.limit, batch_size)
         else:
             summary = run_task(task, loaded.model, loaded.tokenizer, root, args.limit, batch_size,
-                               seed=seed).summary
+                               seed=seed, prefix_token_id=args.prefix_token_id).summary
         summary.update(where)
         path = save_task(loaded.run_dir, summary)
         print(f"stlm eval: {name} done in {time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr)

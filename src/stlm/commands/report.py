@@ -1,4 +1,6 @@
-"""`stlm report RUN [RUN ...]`: evaluated runs side by side, as a markdown table and charts.
+"""`stlm report RUN [RUN ...]`: evaluated runs side by side, as a markdown table and charts;
+`stlm report SWEEP_DIR`: the points of a sweep (`stlm train -m`) in one table, with loss curves and
+final metrics against the swept values (`stlm.train.sweep_report`).
 
 Reads each run's RUN/eval/<task>.json (written by `stlm eval`) and RUN/summary.json (written by
 training) when present; writes report.md, report.png (accuracy per task, bits per byte) and, when
@@ -15,7 +17,7 @@ from stlm.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", help="run directories (runs/<name>)")
+    p.add_argument("runs", nargs="+", help="run directories (runs/<name>), or one sweep folder")
     p.add_argument("--out", help="folder for report.md and the charts (default: <parent of the first run>/report)")
 
 
@@ -30,7 +32,16 @@ def run(args: argparse.Namespace) -> int:
     from stlm.runs import SUMMARY_FILE
     from stlm.fileio import write_atomic
 
+    from stlm.train.sweep import SWEEP_FILE
+
     paths = [Path(r) for r in args.runs]
+    if len(paths) == 1 and (paths[0] / SWEEP_FILE).is_file():
+        from stlm.train.sweep_report import write_sweep_report
+
+        table, written = write_sweep_report(paths[0], Path(args.out) if args.out else None)
+        print(table)
+        print(f"\n(saved {', '.join(map(str, written))})")
+        return 0
     for p in paths:
         if not p.is_dir():
             raise UserError(f"run directory {p} does not exist")

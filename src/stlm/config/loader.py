@@ -116,7 +116,9 @@ def validate(run: RunConfig) -> None:
     _check_choice("model.positions", m.positions, s.POSITIONS)
     _check_choice("model.sharing.ffn", m.sharing.ffn, s.FFN_SHARING)
     _check_choice("model.sharing.layers", m.sharing.layers, s.LAYER_SHARING)
-    _check_choice("data.tokenizer.kind", run.data.tokenizer.kind, ("byte", "bpe", "gpt2"))
+    from stlm.tokenizers import KINDS
+
+    _check_choice("data.tokenizer.kind", run.data.tokenizer.kind, KINDS)
     _check_choice("data.invalid_utf8", run.data.invalid_utf8, ("replace", "fail"))
     _check_choice("data.sampling", run.data.sampling, ("random", "sequential"))
     _check_choice("train.schedule", run.train.schedule, ("cosine", "linear", "constant"))
@@ -124,6 +126,9 @@ def validate(run: RunConfig) -> None:
     from stlm.train.optim import OPTIMIZERS
 
     _check_choice("train.optimizer", run.train.optimizer, sorted(OPTIMIZERS))
+    from stlm.train.tracking import TRACKERS
+
+    _check_choice("train.tracker", run.train.tracker, ["none", *TRACKERS])
     kv = m.kv_heads
     if m.d_model % m.n_heads or m.n_heads % kv:
         raise ConfigError(

@@ -82,10 +82,11 @@ class ModelConfig:
 class TokenizerConfig:
     """Which tokenizer turns text into ids."""
 
-    kind: str = "bpe"  # byte | bpe | gpt2
+    kind: str = "bpe"  # byte | bpe | gpt2 | hf (an imported model's tokenizer.json, needs `path`)
     vocab_size: int = 1024  # bpe only: size of the trained vocabulary, specials included
     train_chars: int = 20_000_000  # bpe only: characters of training text used to learn merges
-    # gpt2: path to r50k_base.tiktoken (or a folder holding it); bpe: an existing tokenizer.json
+    # gpt2: path to r50k_base.tiktoken (or a folder holding it); bpe: an existing tokenizer.json;
+    # hf: a saved HF tokenizer folder (an imported run's tokenizer/)
     path: Optional[str] = None
 
 
@@ -166,6 +167,13 @@ class TrainConfig:
     checkpoint_every: int = 250
     keep_last: int = 2
     progress: bool = True
+    # Experiment tracking beside metrics.jsonl (stlm.train.tracking): none | wandb | tensorboard
+    tracker: str = "none"
+    tracker_project: str = "stlm"  # wandb: the project the run is logged to
+    # BabyLM submission checkpoints (stlm.train.babylm): chck_{N}M at 1M..10M words, then every
+    # 10M to 100M; `babylm_words_per_m` words make one "M" (keep 1,000,000 for a submission)
+    babylm_checkpoints: bool = False
+    babylm_words_per_m: int = 1_000_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +213,9 @@ class RunConfig:
     runs_dir: str = "runs"
     seed: int = 1337
     resume: Optional[str] = None  # path of a run directory to continue
+    # path of a run directory whose best weights start this new run (fine-tuning, e.g. an import
+    # from `stlm import`); its model config and tokenizer replace the composed ones
+    init_from: Optional[str] = None
 
 
 def trained_context(cfg: RunConfig) -> int:

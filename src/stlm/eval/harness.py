@@ -5,7 +5,9 @@ task runs on them:
 
 (`python -m stlm.eval.harness` is the `lm_eval` command with the `stlm` model registered; the
 plain `lm_eval` command only knows it when this module was imported, e.g. from Python.)
-Model args: run (the run directory), checkpoint (best | last | step-N); batch size and device come
+Model args: run (the run directory), checkpoint (best | last | step-N), prefix_token_id (the token
+an empty context is scored after; default the tokenizer's BOS, else end-of-text, as lm-eval's
+`hf` model); batch size and device come
 from lm-eval's --batch_size (its default is 1: pass e.g. 64) and --device (CPU when CUDA is absent).
 
 Loglikelihoods go through `stlm.eval.scoring.score_continuations` (the harness's context /
@@ -50,7 +52,8 @@ class StlmLM(TemplateLM):
 
     def __init__(self, run: str | None = None, checkpoint: str = "best", batch_size: int | str = 64,
                  device: str | None = None, model: torch.nn.Module | None = None, tokenizer=None,
-                 max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, max_batch_size: int | None = None):
+                 max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, max_batch_size: int | None = None,
+                 prefix_token_id: int | None = None):
         super().__init__()
         if model is None:
             if run is None:
@@ -69,10 +72,15 @@ class StlmLM(TemplateLM):
         # lm-eval's "auto" batch sizing has no meaning here (and max_batch_size only serves it)
         self.batch_size = 64 if str(batch_size).startswith("auto") else int(batch_size)
         self.max_gen_toks = int(max_gen_toks)
+        self._prefix_token_id, _ = self.tok.prefix_id(None if prefix_token_id is None else int(prefix_token_id))
 
     @property
     def eot_token_id(self) -> int:
         return self.tok.eot_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        return self._prefix_token_id
 
     @property
     def max_length(self) -> int:

@@ -5,9 +5,10 @@ For a (context, continuation) pair of strings:
 - the context and the whole string context + continuation are tokenized separately, and the
   continuation's tokens are the whole's tokens after the first len(context tokens); so a merge
   across the boundary is attributed to the continuation, as in the harness;
-- an empty context becomes the end-of-text token, the continuation is tokenized alone (the
-  harness's check for a continuation that itself starts with that token never fires: our
-  tokenizers never emit special tokens from text).
+- an empty context becomes the prefix token (lm-eval's `prefix_token_id`: a chosen id, else the
+  tokenizer's BOS, else end-of-text; `Tokenizer.prefix_id`), the continuation is tokenized alone
+  (a continuation that itself starts with that token is scored after it instead, as in the
+  harness; stlm's own tokenizers never emit special tokens from text).
 Strings are tokenized once each (a context shared by four choices is encoded once).
 """
 
@@ -26,16 +27,19 @@ def split_pair(context: str, continuation: str) -> tuple[str, str]:
     return context, continuation
 
 
-def encode_requests(tokenizer: Tokenizer,
-                    pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-    """Token ids (context, continuation) for each text pair, as the harness computes them."""
+def encode_requests(tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]],
+                    prefix_token_id: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """Token ids (context, continuation) for each text pair, as the harness computes them
+    (`prefix_token_id`: the id an empty context becomes, default `tokenizer.prefix_id()`)."""
+    prefix, _ = tokenizer.prefix_id(prefix_token_id)
     split = [split_pair(c, x) if c else (c, x) for c, x in pairs]
     texts = sorted({t for c, x in split for t in ((c, c + x) if c else (x,))})
     ids = dict(zip(texts, tokenizer.encode_batch(texts)))
     out = []
     for context, continuation in split:
-        if not context:  # the harness's empty context: the end-of-text token as prefix
-            out.append(([tokenizer.eot_id], ids[continuation]))
+        if not context:  # the harness's empty context: the prefix token alone, unless the
+            cont = ids[continuation]  # continuation itself starts with it (`TemplateLM.loglikelihood`)
+            out.append(([prefix], cont) if not cont or cont[0] != prefix else (cont[:1], cont[1:]))
             continue
         ctx = ids[context]
         out.append((ctx, ids[context + continuation][len(ctx):]))

@@ -55,9 +55,9 @@ class TaskRun:
 
 
 def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: Sequence[Item], batch_size: int = 64,
-                device: torch.device | str | None = None) -> list[ItemResult]:
+                device: torch.device | str | None = None, prefix_token_id: int | None = None) -> list[ItemResult]:
     pairs = [req for item in items for req in item.requests]
-    scores = score_continuations(model, encode_requests(tokenizer, pairs), batch_size, device)
+    scores = score_continuations(model, encode_requests(tokenizer, pairs, prefix_token_id), batch_size, device)
     out, pos = [], 0
     for item in items:
         n = len(item.requests)
@@ -68,7 +68,9 @@ def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: Sequence[It
 
 def run_task(task: MultipleChoiceTask, model: torch.nn.Module, tokenizer: Tokenizer, root: Path | None,
              limit: int | None = None, batch_size: int = 64, device: torch.device | str | None = None,
-             seed: int = SUBSET_SEED) -> TaskRun:
+             seed: int = SUBSET_SEED, prefix_token_id: int | None = None) -> TaskRun:
+    """Score `task` (see the module docstring); `prefix_token_id` as in `encode_requests`, and
+    recorded in the summary with where it came from (chosen, bos or eot)."""
     start = time.perf_counter()
     records = task.records(root)
     items = [task.item(r) for r in records]  # validates every example, not just the subset
@@ -76,12 +78,14 @@ def run_task(task: MultipleChoiceTask, model: torch.nn.Module, tokenizer: Tokeni
         chosen = {id(r) for r in select_subset(records, limit, task.name, seed)}
         items = [it for r, it in zip(records, items) if id(r) in chosen]
     loaded = time.perf_counter()
-    results = score_items(model, tokenizer, items, batch_size, device)
+    results = score_items(model, tokenizer, items, batch_size, device, prefix_token_id)
+    prefix, prefix_source = tokenizer.prefix_id(prefix_token_id)
     scored = time.perf_counter()
     sources = {r.source for r in records}
     summary = {"task": task.name, "split": task.split,
                "source": sources.pop() if len(sources) == 1 else str(root) if root else "hub",
                "limit": limit, "subset_seed": seed if limit is not None else None,
+               "prefix_token_id": prefix, "prefix_token": prefix_source,
                **summarize(items, results, task.metrics, task.subtask,
                            task.weight_by_size, task.group_keys),
                "seconds": round(scored - start, 3), "items_per_s": round(len(items) / max(scored - loaded, 1e-9), 2)}

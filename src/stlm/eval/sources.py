@@ -63,8 +63,11 @@ class Record:
     def index(self, name: str, n_choices: int, labels: list[str] | None = None) -> int:
         """A gold answer as a 0-based choice index: an int, a digit string, or one of `labels`."""
         value = self.get(name)
-        if labels is not None and isinstance(value, str) and value in labels:
-            return labels.index(value)
+        if labels is not None:  # labels map every gold value, ints too: labels [1, 2, 3] make 1 -> 0
+            key = value if isinstance(value, str) else str(value) if isinstance(value, int) else None
+            if key in labels:
+                return labels.index(key)
+            raise self.fail(name, f"= {value!r} is not one of the labels {labels}")
         if isinstance(value, str) and value.strip().isdigit() and labels is None:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):

@@ -1,22 +1,30 @@
 """Write a trained run as a Hugging Face model folder that `AutoModelForCausalLM` loads with no
 custom code: a plain-Llama run becomes `LlamaForCausalLM` (config.json + model.safetensors).
 
-The tokenizer goes beside it: a trained BPE as `tokenizer.json` for `PreTrainedTokenizerFast`;
-GPT-2 runs use the standard `gpt2` tokenizer (the same ids); every run also keeps stlm's own
-tokenizer files under `stlm_tokenizer/`.
+The tokenizer goes beside it: a trained BPE (or an imported model's tokenizer) as `tokenizer.json`
+for `PreTrainedTokenizerFast`; GPT-2 runs use the standard `gpt2` tokenizer (the same ids); every
+run also keeps stlm's own tokenizer files under `stlm_tokenizer/`. A model card (README.md) from
+the run's config, training and evaluation results goes with it (`stlm.hf.model_card`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
 from stlm.errors import UserError
 from stlm.hf.llama import check_llama_compatible, to_hf_llama
+from stlm.hf.model_card import write_model_card
+from stlm.train.checkpoint import load_weights, read_meta
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best") -> Path:
+def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", babylm: bool = False) -> Path:
+    """Write the run's checkpoint `which` to `out_dir`; with `babylm`, `out_dir/main` holds it and
+    `out_dir/chck_{N}M` each BabyLM checkpoint (`stlm.train.babylm`), one HF branch each."""
     from stlm.runs import load_run
+    from stlm.train.babylm import META_FILE, babylm_checkpoints
 
     loaded = load_run(run_dir, which=which, device="cpu")
     try:
@@ -28,18 +36,39 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best") ->
         raise UserError(f"{out} exists and is not empty; choose a new folder")
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
-    hf = to_hf_llama(loaded.model)
-    hf.config.eos_token_id = loaded.tokenizer.eot_id
-    hf.config.bos_token_id = loaded.tokenizer.eot_id
-    hf.save_pretrained(tmp)
-    loaded.tokenizer.save(tmp / "stlm_tokenizer")
-    if loaded.tokenizer.kind == "bpe":
-        from transformers import PreTrainedTokenizerFast
-
-        fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp / "stlm_tokenizer" / "tokenizer.json"),
-                                       eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-        fast.save_pretrained(tmp)
+    if not babylm:
+        _write_folder(loaded, read_meta(loaded.checkpoint), tmp, out.name)
+    else:
+        revisions = babylm_checkpoints(loaded.run_dir)
+        if not revisions:
+            raise UserError(f"{loaded.run_dir} has no BabyLM checkpoints (babylm/chck_*M); train it with "
+                            f"train.babylm_checkpoints=true")
+        _write_folder(loaded, read_meta(loaded.checkpoint), tmp / "main", out.name)
+        for folder in revisions:
+            meta = json.loads((folder / META_FILE).read_text())
+            load_weights(loaded.model, folder)
+            at = dataclasses.replace(loaded, checkpoint=folder, step=meta["step"])
+            _write_folder(at, meta, tmp / folder.name, f"{out.name} ({folder.name})")
     if out.exists():
         out.rmdir()
     tmp.rename(out)
     return out
+
+
+def _write_folder(loaded, meta: dict, folder: Path, name: str) -> None:
+    """One transformers model folder: weights, config, tokenizer and model card."""
+    hf = to_hf_llama(loaded.model)
+    tok = loaded.tokenizer
+    bos = tok.bos_id if tok.bos_id is not None else tok.eot_id
+    hf.config.eos_token_id, hf.config.bos_token_id = tok.eot_id, bos
+    hf.save_pretrained(folder)
+    tok.save(folder / "stlm_tokenizer")
+    if tok.kind in ("bpe", "hf"):
+        from tokenizers import Tokenizer as RustTokenizer
+        from transformers import PreTrainedTokenizerFast
+
+        rust = RustTokenizer.from_file(str(folder / "stlm_tokenizer" / "tokenizer.json"))
+        fast = PreTrainedTokenizerFast(tokenizer_object=rust, eos_token=rust.id_to_token(tok.eot_id),
+                                       bos_token=rust.id_to_token(bos))
+        fast.save_pretrained(folder)
+    write_model_card(folder, loaded, meta, name)

@@ -1,8 +1,9 @@
-"""Our modern model as `transformers.LlamaForCausalLM`: the parity contract and the export path.
+"""Our modern model as `transformers.LlamaForCausalLM`: the parity contract, export and import.
 
 With RMSNorm, rotate-half RoPE, SwiGLU, grouped-query attention and no biases, our model is
 arithmetically the same as Hugging Face Llama; only parameter names differ. `HF_NAMES` is the one
-place that maps them.
+place that maps them: `hf_name` reads it forwards (export), `stlm_name` backwards (import), and
+`llama_config_for` / `model_config_from_llama` translate the shapes both ways.
 """
 
 from __future__ import annotations
@@ -53,6 +54,54 @@ def hf_name(ours: str) -> str:
         if re.fullmatch(pattern, ours):
             return re.sub(pattern, replacement, ours)
     raise KeyError(f"parameter '{ours}' has no Hugging Face Llama counterpart")
+
+
+_GROUP = re.compile(r"\([^()]*\)")
+
+
+def _inverse(pattern: str, replacement: str) -> tuple[str, str]:
+    """`HF_NAMES` read backwards: the HF name as a pattern (each `\\N` becomes the N-th group of
+    our pattern) and our pattern as the replacement (each group becomes `\\N`)."""
+    groups = _GROUP.findall(pattern)
+    parts = re.split(r"\\(\d)", replacement)
+    hf_pattern = "".join(re.escape(p) if i % 2 == 0 else groups[int(p) - 1] for i, p in enumerate(parts))
+    numbers = iter(range(1, len(groups) + 1))
+    ours = _GROUP.sub(lambda _: f"\\{next(numbers)}", pattern).replace("\\.", ".")
+    return hf_pattern, ours
+
+
+STLM_NAMES = [_inverse(p, r) for p, r in HF_NAMES]
+
+
+def stlm_name(hf: str) -> str:
+    for pattern, replacement in STLM_NAMES:
+        if re.fullmatch(pattern, hf):
+            return re.sub(pattern, replacement, hf)
+    raise KeyError(f"Hugging Face parameter '{hf}' has no stlm counterpart")
+
+
+def model_config_from_llama(hf_cfg, name: str = "imported-llama") -> ModelConfig:
+    """Our `ModelConfig` of exactly a `LlamaConfig`'s shape; refuses what our model cannot compute."""
+    rope = getattr(hf_cfg, "rope_parameters", None) or getattr(hf_cfg, "rope_scaling", None) or {}
+    problems = []
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        problems.append(f"rope scaling {rope.get('rope_type', rope.get('type'))!r}")
+    if getattr(hf_cfg, "attention_bias", False) or getattr(hf_cfg, "mlp_bias", False):
+        problems.append("biases")
+    if getattr(hf_cfg, "hidden_act", "silu") != "silu":
+        problems.append(f"activation {hf_cfg.hidden_act!r}")
+    head_dim = getattr(hf_cfg, "head_dim", None)
+    if head_dim is not None and head_dim * hf_cfg.num_attention_heads != hf_cfg.hidden_size:
+        problems.append(f"head_dim {head_dim} != hidden_size / num_attention_heads")
+    if problems:
+        raise ValueError(f"this Llama has {', '.join(problems)}, which stlm's Llama does not implement")
+    theta = rope.get("rope_theta", getattr(hf_cfg, "rope_theta", 10000.0))
+    return ModelConfig(
+        name=name, vocab_size=hf_cfg.vocab_size, context_length=hf_cfg.max_position_embeddings,
+        d_model=hf_cfg.hidden_size, n_layers=hf_cfg.num_hidden_layers, n_heads=hf_cfg.num_attention_heads,
+        n_kv_heads=hf_cfg.num_key_value_heads, d_ff=hf_cfg.intermediate_size, norm_eps=hf_cfg.rms_norm_eps,
+        rope_theta=float(theta), tie_embeddings=bool(hf_cfg.tie_word_embeddings), bias=False, dropout=0.0,
+    )
 
 
 @torch.no_grad()

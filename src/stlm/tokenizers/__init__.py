@@ -12,8 +12,9 @@ from stlm.tokenizers.base import EOT_TEXT, META_FILE, Tokenizer
 from stlm.tokenizers.bpe import BPETokenizer
 from stlm.tokenizers.byte import BYTE_VOCAB_SIZE, ByteTokenizer
 from stlm.tokenizers.gpt2 import GPT2_VOCAB_SIZE, R50K_FILE, GPT2Tokenizer
+from stlm.tokenizers.hf import HFTokenizer
 
-KINDS = ("byte", "bpe", "gpt2")
+KINDS = ("byte", "bpe", "gpt2", "hf")  # hf: an imported model's tokenizer.json (`stlm import`)
 
 
 def vocab_size_for(cfg: TokenizerConfig) -> int:
@@ -21,6 +22,8 @@ def vocab_size_for(cfg: TokenizerConfig) -> int:
     reaches `cfg.vocab_size` unless its corpus runs out of pairs to merge)."""
     if cfg.kind == "bpe" and cfg.path:
         return BPETokenizer.from_file(cfg.path).vocab_size
+    if cfg.kind == "hf" and cfg.path:
+        return HFTokenizer.from_dir(cfg.path).vocab_size
     return {"byte": BYTE_VOCAB_SIZE, "gpt2": GPT2_VOCAB_SIZE}.get(cfg.kind, cfg.vocab_size)
 
 
@@ -36,6 +39,10 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Callable[[], Iterable[str]] | N
         if texts is None:
             raise UserError("data.tokenizer.kind=bpe needs training text or data.tokenizer.path=<tokenizer.json>")
         return BPETokenizer.train(texts(), cfg.vocab_size, cfg.train_chars)
+    if cfg.kind == "hf":
+        if not cfg.path:
+            raise UserError("data.tokenizer.kind=hf needs data.tokenizer.path=<an imported run's tokenizer/ folder>")
+        return HFTokenizer.from_dir(cfg.path)
     raise UserError(f"data.tokenizer.kind={cfg.kind!r} is unknown; choose one of {', '.join(KINDS)}")
 
 
@@ -62,6 +69,8 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             raise UserError(f"{gpt2_file} is missing from the saved tokenizer; copy it from "
                             f"the gpt2-bpe/ folder of the data folder (docs/data.md) or re-save the tokenizer")
         tok = GPT2Tokenizer(gpt2_file)
+    elif kind == "hf":
+        tok = HFTokenizer.from_dir(directory)
     else:
         raise UserError(f"{meta_path} names an unknown tokenizer kind {kind!r} (known: {', '.join(KINDS)})")
     actual = {k: v for k, v in tok.meta().items() if k in expected}
@@ -71,5 +80,5 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     return tok
 
 
-__all__ = ["Tokenizer", "ByteTokenizer", "BPETokenizer", "GPT2Tokenizer", "build_tokenizer",
+__all__ = ["Tokenizer", "ByteTokenizer", "BPETokenizer", "GPT2Tokenizer", "HFTokenizer", "build_tokenizer",
            "load_tokenizer", "vocab_size_for", "EOT_TEXT", "GPT2_VOCAB_SIZE", "BYTE_VOCAB_SIZE"]

@@ -34,6 +34,25 @@ class Tokenizer(ABC):
     def eot_id(self) -> int:
         """End-of-text id: separates documents and starts a scored sentence."""
 
+    @property
+    def bos_id(self) -> int | None:
+        """Beginning-of-sequence id, for tokenizers that define one (an imported Hugging Face
+        tokenizer); stlm's own tokenizers have none: end-of-text starts every sequence."""
+        return None
+
+    def prefix_id(self, chosen: int | None = None) -> tuple[int, str]:
+        """The token an empty context is scored after, and where it came from (lm-eval's
+        `prefix_token_id` rule): a `chosen` id, else BOS, else end-of-text."""
+        if chosen is not None:
+            if not 0 <= chosen < self.vocab_size:
+                from stlm.errors import UserError
+
+                raise UserError(f"prefix token id {chosen} is outside the vocabulary (0..{self.vocab_size - 1})")
+            return chosen, "chosen"
+        if self.bos_id is not None:
+            return self.bos_id, "bos"
+        return self.eot_id, "eot"
+
     @abstractmethod
     def encode(self, text: str) -> list[int]:
         """Ids for `text`; never inserts special tokens (their text is encoded as ordinary text)."""

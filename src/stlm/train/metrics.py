@@ -11,10 +11,11 @@ from stlm.fileio import write_atomic
 
 class MetricsLog:
     """Appends one JSON object per logged step to metrics.jsonl (flushed, so a killed run keeps
-    every line it logged). On resume, lines past the checkpoint's step are dropped first."""
+    every line it logged). On resume, lines past the checkpoint's step are dropped first. Each
+    record also goes to `tracker` (`stlm.train.tracking`), when one is given."""
 
-    def __init__(self, path: Path, resume_step: int | None = None):
-        self.path = path
+    def __init__(self, path: Path, resume_step: int | None = None, tracker=None):
+        self.path, self.tracker = path, tracker
         if resume_step is not None and path.exists():
             kept = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step]
             write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
@@ -23,9 +24,13 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if self.tracker is not None:
+            self.tracker.log(record, record.get("step", 0))
 
     def close(self) -> None:
         self._file.close()
+        if self.tracker is not None:
+            self.tracker.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from stlm.runs import read_config
 
 RESUME_KEYS = ("train.max_steps", "train.max_tokens", "train.max_minutes", "train.eval_every",
                "train.eval_batches", "train.log_every", "train.checkpoint_every", "train.keep_last",
-               "train.progress")
+               "train.progress", "train.tracker", "train.tracker_project")
 
 
 def resume_config(run_dir: Path, overrides: Sequence[str]) -> RunConfig:

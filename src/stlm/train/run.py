@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stlm.config.schema import RunConfig
+from stlm.errors import UserError
 from stlm.runs import create_run_dir, write_config
 from stlm.train.report import final_report, format_summary
 from stlm.train.setup import Runtime, init_runtime
+from stlm.train.tracking import check_tracker
 from stlm.train.trainer import Trainer
 
 
@@ -18,6 +20,9 @@ def run_training(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[st
     """Train `cfg` (a fresh run, or the one at `cfg.resume`) and return its summary (rank 0; other
     ranks return an empty dict). The run directory is checked before any data is prepared."""
     started = time.perf_counter()
+    check_tracker(cfg.train.tracker)  # a missing package fails before any data is prepared
+    if cfg.init_from and not cfg.resume:
+        cfg = inherit_model(cfg)
     rt = init_runtime(cfg.train)
     try:
         run_dir = _run_dir(cfg, rt)
@@ -40,6 +45,21 @@ def run_training(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[st
         return summary
     finally:
         rt.close()
+
+
+def inherit_model(cfg: RunConfig) -> RunConfig:
+    """`init_from=RUN`: the new run takes RUN's model config and tokenizer (its weights are loaded
+    by the trainer), and its own data, budget and optimizer settings."""
+    from stlm.runs import TOKENIZER_DIR, load_tokenizer_dir, read_config
+
+    source = Path(cfg.init_from)
+    if not source.is_dir():
+        raise UserError(f"init_from={source}: run directory does not exist")
+    tok = load_tokenizer_dir(source)
+    tokenizer = dataclasses.replace(cfg.data.tokenizer, kind=tok.kind, vocab_size=tok.vocab_size,
+                                    path=None if tok.kind == "byte" else str((source / TOKENIZER_DIR).resolve()))
+    return dataclasses.replace(cfg, model=read_config(source).model,
+                               data=dataclasses.replace(cfg.data, tokenizer=tokenizer))
 
 
 def _run_dir(cfg: RunConfig, rt: Runtime) -> Path:

@@ -23,10 +23,12 @@ from stlm.eval.bpb import bits_per_byte
 from stlm.models import build_model
 from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR
 from stlm.train import checkpoint as ckpt
+from stlm.train.babylm import BabyLMCheckpoints
 from stlm.train.budget import plan_budget
 from stlm.train.metrics import MetricsLog, ProgressBar
 from stlm.train.optim import build_optimizer
 from stlm.train.setup import Runtime, init_runtime, seed_everything, sync_context, wrap_for_training
+from stlm.train.tracking import start_tracking
 
 
 class TrainingDiverged(UserError):
@@ -71,12 +73,19 @@ class Trainer:
         tokens_per_step = t.batch_size * t.grad_accum * self.context * self.rt.world_size
         self.budget = plan_budget(t, tokens_per_step)
         self.ckpt_dir = self.run_dir / CHECKPOINTS_DIR
+        self.babylm = (BabyLMCheckpoints(self.run_dir, data, t.babylm_words_per_m)
+                       if t.babylm_checkpoints and self.rt.is_main else None)
         self.state = TrainState()
         self.resumed = resume
         if resume:
             self._restore()
-        elif self.rt.is_main:
-            data.tokenizer.save(self.run_dir / TOKENIZER_DIR)
+        else:
+            if cfg.init_from:  # fine-tuning: start from another run's best weights
+                from stlm.runs import find_checkpoint
+
+                ckpt.load_weights(self.model, find_checkpoint(Path(cfg.init_from)), self.rt.device)
+            if self.rt.is_main:
+                data.tokenizer.save(self.run_dir / TOKENIZER_DIR)
 
     # -----------------------------------------------------------------------------------------
 
@@ -165,7 +174,8 @@ class Trainer:
         """Train until the budget is spent; log, evaluate and checkpoint on the configured cadence."""
         t, rt, st = self.cfg.train, self.rt, self.state
         main = rt.is_main
-        log = MetricsLog(self.run_dir / METRICS_FILE, st.step if self.resumed else None) if main else None
+        log = MetricsLog(self.run_dir / METRICS_FILE, st.step if self.resumed else None,
+                         start_tracking(self.cfg, self.run_dir, st.step)) if main else None
         timed = self.budget.total_steps is None
         total = self.budget.max_seconds if timed else self.budget.total_steps
         bar = ProgressBar(t.progress and main, total, st.elapsed_s if timed else st.step,
@@ -178,6 +188,8 @@ class Trainer:
         try:
             while not self.budget.done(st.step, st.elapsed_s):
                 out = self.train_step()
+                if self.babylm is not None:
+                    self.babylm.after_step(self.model, st.step, st.tokens)
                 window_tokens += self.budget.tokens_per_step
                 st.elapsed_s = self._sync_elapsed(base_elapsed + time.perf_counter() - started)
                 final = self.budget.done(st.step, st.elapsed_s)

@@ -18,11 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stlm.errors import UserError
 from stlm.eval.sources import Record, hub_records, read_table
 from stlm.eval.tasks.base import TARGET_DELIMITER, Item, MultipleChoiceTask, choice_item
+from stlm.eval.tasks.harness_yaml import HarnessYamlTask, read_spec
 
 KEYS = {"name", "summary", "path", "hub", "hub_config", "split", "context", "choices", "choices_field",
         "gold", "labels", "labels_field", "target_delimiter", "metrics", "group"}
@@ -103,8 +102,9 @@ def _render(template: str, record: Record, what: str) -> str:
         raise UserError(f"{record.where()}: cannot fill the {what} template {template!r} ({e})") from e
 
 
-def load_task_files(paths: list[str | Path]) -> list[YamlTask]:
-    """Tasks from YAML files, or from every *.yaml / *.yml in a directory."""
+def load_task_files(paths: list[str | Path]) -> list[MultipleChoiceTask]:
+    """Tasks from YAML files, or from every *.yaml / *.yml in a directory: stlm's format, or
+    lm-eval's task config (a file with a `task:` key, `harness_yaml`)."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -116,13 +116,8 @@ def load_task_files(paths: list[str | Path]) -> list[YamlTask]:
             files.append(p)
         else:
             raise UserError(f"task file {p} does not exist")
-    tasks = []
+    tasks: list[MultipleChoiceTask] = []
     for f in files:
-        try:
-            spec = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise UserError(f"{f}: not valid YAML ({e})") from e
-        if not isinstance(spec, dict):
-            raise UserError(f"{f}: expected a mapping of task keys (name, path, context, choices, gold)")
-        tasks.append(YamlTask(spec, f))
+        spec = read_spec(f)
+        tasks.append(HarnessYamlTask(spec, f) if "task" in spec else YamlTask(spec, f))
     return tasks

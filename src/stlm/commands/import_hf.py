@@ -1,0 +1,23 @@
+"""`stlm import HF_FOLDER OUT_RUN`: a transformers LlamaForCausalLM folder as an stlm run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hf_folder", help="a transformers model folder (config.json, weights, tokenizer)")
+    p.add_argument("out", help="new run directory, e.g. runs/imported-NAME")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from stlm.hf.import_llama import IMPORT_FILE, import_llama
+
+    out = import_llama(args.hf_folder, args.out)
+    info = json.loads((out / IMPORT_FILE).read_text())
+    print(f"wrote {out}: {info['parameters']:,} parameters, logits equal to transformers' within "
+          f"{info['max_logit_difference']:.1e}; evaluate it with `stlm eval {out}`, fine-tune it with "
+          f"`stlm train init_from={out} data=...`")
+    return 0
