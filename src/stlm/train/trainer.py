@@ -4,7 +4,9 @@ accumulation and clipping, periodic evaluation in bits per byte, atomic checkpoi
 Batches are a pure function of (seed, step, rank) and the checkpoint holds weights, optimizer
 state, RNG states and the step, so a resumed run computes the same losses as one that was never
 interrupted (bit for bit on CPU). A non-finite loss or gradient norm stops the run before the
-bad update is applied, leaving the last checkpoint untouched.
+bad update is applied, leaving the last checkpoint untouched; so does a finite blow-up, a training
+or validation loss above `train.diverge_factor` times the run's first training loss (and such a
+checkpoint is never marked best).
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ from stlm.eval.bpb import bits_per_byte
 from stlm.models import build_model
 from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR
 from stlm.train import checkpoint as ckpt
-from stlm.train.budget import plan_budget
+from stlm.train.budget import continue_plan, plan_budget
 from stlm.train.metrics import MetricsLog, ProgressBar
 from stlm.train.optim import build_optimizer
 from stlm.train.setup import Runtime, init_runtime, seed_everything, sync_context, wrap_for_training
 
 
 class TrainingDiverged(UserError):
-    """The loss or gradient norm became NaN or infinite."""
+    """The loss or gradient norm became NaN or infinite, or the loss blew up."""
 
 
 @dataclass
@@ -39,6 +41,7 @@ class TrainState:
     tokens: int = 0  # training tokens consumed, all ranks together
     elapsed_s: float = 0.0  # wall-clock training time, resumed runs included
     best_val_loss: float = math.inf
+    initial_loss: float | None = None  # the run's first training loss (the blow-up reference)
 
 
 class Trainer:
@@ -55,10 +58,7 @@ class Trainer:
         t = cfg.train
         self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
         self.rt = rt or init_runtime(t)
-        self.context = t.context_length or cfg.model.context_length
-        if self.context > cfg.model.context_length:
-            raise UserError(f"train.context_length ({self.context}) exceeds model.context_length "
-                            f"({cfg.model.context_length})")
+        self.context = t.context_length if t.context_length is not None else cfg.model.context_length
         seed_everything(cfg.seed)
         try:
             self.model = build_model(cfg.model, data.tokenizer.vocab_size).to(self.rt.device)
@@ -73,10 +73,12 @@ class Trainer:
         self.ckpt_dir = self.run_dir / CHECKPOINTS_DIR
         self.state = TrainState()
         self.resumed = resume
+        self.notes: list[str] = []  # warnings for the user (e.g. a changed schedule on resume)
         if resume:
             self._restore()
         elif self.rt.is_main:
             data.tokenizer.save(self.run_dir / TOKENIZER_DIR)
+        self.resumed_elapsed_s = self.state.elapsed_s  # training time of earlier sessions
 
     # -----------------------------------------------------------------------------------------
 
@@ -91,7 +93,11 @@ class Trainer:
                             "with; resume with the run's own data settings")
         best = ckpt.best_val_loss(self.ckpt_dir)
         self.state = TrainState(meta["step"], meta["tokens"], meta["elapsed_s"],
-                                best if best is not None else math.inf)
+                                best if best is not None else math.inf, meta.get("initial_loss"))
+        saved_plan = meta.get("schedule_steps", meta.get("total_steps"))
+        self.budget, note = continue_plan(self.budget, saved_plan, self.state.step, self.state.elapsed_s)
+        if note:
+            self.notes.append(note)
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step (grad_accum micro-batches); returns the next-token loss, lr,
@@ -150,9 +156,11 @@ class Trainer:
         path = None
         if self.rt.is_main:
             meta = {"tokens": self.state.tokens, "elapsed_s": self.state.elapsed_s, "val_loss": val_loss,
-                    "total_steps": self.budget.total_steps, "tokenizer": self.data.tokenizer.fingerprint()}
+                    "total_steps": self.budget.total_steps,
+                    "schedule_steps": self.budget.schedule_steps or self.budget.total_steps,
+                    "initial_loss": self.state.initial_loss, "tokenizer": self.data.tokenizer.fingerprint()}
             path = ckpt.save_checkpoint(self.ckpt_dir, self.state.step, self.model, self.optimizer, meta)
-            if val_loss is not None and val_loss < self.state.best_val_loss:
+            if val_loss is not None and val_loss < self.state.best_val_loss and not self._blown_up(val_loss):
                 self.state.best_val_loss = val_loss
                 ckpt.mark_best(self.ckpt_dir, path, val_loss)
             ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last)
@@ -178,6 +186,9 @@ class Trainer:
         try:
             while not self.budget.done(st.step, st.elapsed_s):
                 out = self.train_step()
+                if st.initial_loss is None:
+                    st.initial_loss = out["loss"]
+                self._check_blowup("training", out["loss"])
                 window_tokens += self.budget.tokens_per_step
                 st.elapsed_s = self._sync_elapsed(base_elapsed + time.perf_counter() - started)
                 final = self.budget.done(st.step, st.elapsed_s)
@@ -192,6 +203,7 @@ class Trainer:
                 val = None
                 if st.step % t.eval_every == 0 or final:
                     val = self.validate(t.eval_batches)
+                    self._check_blowup("validation", val["loss"])
                     record = {"step": st.step, "tokens": st.tokens, **(record or {}),
                               "val_loss": val["loss"], "val_bpb": val["bpb"]}
                     bar.print(f"step {st.step}: train loss {out['loss']:.4f}, val loss {val['loss']:.4f}, "
@@ -208,6 +220,19 @@ class Trainer:
                 log.close()
             self.model.train(model_was_training)
         return st
+
+    def _blown_up(self, loss: float) -> bool:
+        """Non-finite, or above `train.diverge_factor` times the run's first training loss."""
+        factor, first = self.cfg.train.diverge_factor, self.state.initial_loss
+        if not math.isfinite(loss):
+            return True
+        return factor is not None and first is not None and loss > factor * first
+
+    def _check_blowup(self, which: str, loss: float) -> None:
+        if self._blown_up(loss):
+            self._diverged(f"the {which} loss is {loss:.4g} at step {self.state.step}, more than "
+                           f"train.diverge_factor={self.cfg.train.diverge_factor:g} times the first "
+                           f"training loss {self.state.initial_loss:.4g}")
 
     def _sync_elapsed(self, elapsed: float) -> float:
         """Under DDP with a time budget, rank 0's clock, so every rank agrees on lr and stopping."""
