@@ -165,20 +165,6 @@ def lock_run_dir(run_dir: Path) -> RunLock:
     return RunLock(fd, path)
 
 
-def require_writable(folder: Path, fix: str) -> None:
-    """Refuse a folder this process cannot create files in, before any expensive work (a real
-    probe: permission bits say nothing when running as root, a read-only mount or an immutable
-    folder refuses root too)."""
-    import tempfile
-
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UserError(f"cannot write in {folder} ({exc.strerror or exc}); {fix}") from exc
-
-
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
     tmp = run_dir / f".tmp-{CONFIG_FILE}"
     tmp.write_text(to_yaml(cfg))

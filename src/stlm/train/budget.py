@@ -3,10 +3,13 @@
 The smallest budget wins. Steps and tokens fix the number of optimizer steps up front, and the
 learning-rate schedule is a function of (step, total_steps). With minutes alone, the schedule
 follows the elapsed fraction of the time budget instead. With both, a safety cap in minutes on a
-step budget, the rate decays by whichever fraction is larger, steps done or time spent: on a fast
-machine that is the step schedule exactly, and a run the cap cuts short still anneals to min_lr
-at its end (the summary then says how many of the planned steps it did). The elapsed time is saved
-in checkpoints so a resumed run continues the same schedule.
+step budget, the schedule follows whichever fraction of its budget is larger, steps done or time
+spent: while the steps are ahead it is the step schedule exactly (so a machine fast enough for
+the cap trains bit for bit as without it); once time is ahead, the schedule is planned over the
+steps the time allows at the pace so far (steps done / fraction of time spent), so a run the cap
+cuts short still anneals to min_lr at its end (the summary then says how many of the planned
+steps it did). The elapsed time is saved in checkpoints so a resumed run continues the same
+schedule.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ class Budget:
         """Learning rate of the 0-based optimizer step `step`."""
         if self.total_steps is None:
             return lr_at_time(step, elapsed_s / self.max_seconds, self.cfg)
-        by_steps = lr_at(step, self.schedule_steps or self.total_steps, self.cfg)
-        if self.max_seconds is None:
-            return by_steps
-        return min(by_steps, lr_at_time(step, elapsed_s / self.max_seconds, self.cfg))
+        plan: float = self.schedule_steps or self.total_steps
+        if self.max_seconds is not None and step > 0:
+            time_spent = elapsed_s / self.max_seconds
+            if time_spent * plan > step:  # time runs out first: plan over the steps it allows
+                plan = step / time_spent
+        return lr_at(step, plan, self.cfg)
 
     def done(self, steps_done: int, elapsed_s: float) -> bool:
         if self.total_steps is not None and steps_done >= self.total_steps:

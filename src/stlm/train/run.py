@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from stlm.config.schema import RunConfig
-from stlm.errors import DISK_ERRNOS, UserError
-from stlm.runs import CHECKPOINTS_DIR, RunLock, lock_run_dir, open_new_run, require_writable, write_config
+from stlm.errors import DISK_ERRNOS, UserError, disk_fix, require_writable
+from stlm.runs import CHECKPOINTS_DIR, RunLock, lock_run_dir, open_new_run, write_config
 from stlm.train.report import final_report, format_summary
 from stlm.train.setup import Runtime, init_runtime
 from stlm.train.trainer import Trainer
@@ -51,9 +50,7 @@ def run_training(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[st
         if exc.errno not in DISK_ERRNOS:
             raise
         where = f" {exc.filename}" if exc.filename else ""
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise UserError(f"cannot write{where} ({exc.strerror}); "
-                        f"{'free disk space' if full else 'use a writable folder'}, then continue with "
+        raise UserError(f"cannot write{where} ({exc.strerror}); {disk_fix(exc)}, then continue with "
                         "`stlm train resume=<run>` (or start again if no checkpoint was written)") from exc
     finally:
         if lock is not None:

@@ -98,6 +98,10 @@ class Trainer:
         self.budget, note = continue_plan(self.budget, saved_plan, self.state.step, self.state.elapsed_s)
         if note:
             self.notes.append(note)
+        if self.budget.total_steps is not None and self.state.step >= self.budget.total_steps:
+            self.notes.append(f"{latest.name} is already at train.max_steps/max_tokens "
+                              f"({self.budget.total_steps:,} steps): nothing to train; raise the budget to "
+                              "continue")
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step (grad_accum micro-batches); returns the next-token loss, lr,
