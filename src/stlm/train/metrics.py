@@ -17,7 +17,11 @@ class MetricsLog:
         if resume_step is not None and path.exists():
             kept = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step]
             tmp = path.with_name(f".tmp-{path.name}")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            try:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            except OSError:
+                tmp.unlink(missing_ok=True)  # a full disk: the old file stays whole
+                raise
             os.replace(tmp, path)
         self._file = open(path, "a", encoding="utf-8")
 
