@@ -234,9 +234,11 @@ def test_a_finite_loss_blow_up_stops_and_is_never_marked_best(root):
     trainer = Trainer(cfg, run_dir, prepare_data(cfg.data, progress=False))
     calls = {"n": 0}
 
-    def blow_up(module, inputs, output):  # from the 26th training forward on, logits x 300: finite
-        calls["n"] += module.training
-        return output * 300.0 if calls["n"] > 25 else output
+    def blow_up(module, inputs, output):  # from the 26th training step on, the loss x 10: finite
+        calls["n"] += module.training and output.loss is not None
+        if calls["n"] > 25 and output.loss is not None:
+            output.loss, output.lm_loss = output.loss * 10.0, output.lm_loss * 10.0
+        return output
 
     trainer.model.register_forward_hook(blow_up)
     with pytest.raises(TrainingDiverged, match=r"training loss is .* at step 26, more than train.diverge_factor=3"):
