@@ -102,6 +102,6 @@ def test_lora_on_sllama_adapts_spmlp_not_pwa():
     (["model.sharing.layers=groups", "model.sharing.lora_rank=-1"], "lora_rank must be >= 0"),
 ])
 def test_contradictory_sharing_is_refused(overrides, message):
-    cfg = compose_config(["model=llama_untied", *overrides]).model
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):  # by the value rules or when building
+        cfg = compose_config(["model=llama_untied", *overrides]).model
         build_model(dataclasses.replace(cfg, vocab_size=40))

@@ -107,7 +107,7 @@ def test_a_run_whose_data_fails_leaves_no_folder(tmp_path):
 
 def test_existing_run_name_is_refused(root):
     cfg = compose_config(tiny_overrides(root, "twice"))
-    create_run_dir(cfg)
+    (create_run_dir(cfg) / "checkpoints" / "step-5").mkdir()  # the run reached a checkpoint
     with pytest.raises(UserError, match="resume="):
         create_run_dir(cfg)
 

@@ -47,3 +47,17 @@ def test_budget_smallest_wins_and_requires_one():
     assert timed.total_steps is None and timed.done(3, 30.0) and not timed.done(3, 29.0)
     with pytest.raises(UserError, match="no training budget"):
         plan_budget(TrainConfig(max_steps=None), tokens_per_step=512)
+
+
+def test_a_minutes_cap_on_a_step_budget_decays_by_the_larger_fraction():
+    cfg = TrainConfig(max_steps=1000, max_minutes=1.0, lr=1e-2, min_lr=1e-3, warmup_steps=10)
+    capped, steps_only = plan_budget(cfg, 512), plan_budget(TrainConfig(**{**cfg.__dict__, "max_minutes": None}), 512)
+    # steps ahead of time (a fast machine): exactly the step schedule, whatever the clock says
+    for step, elapsed in [(0, 0.0), (5, 0.2), (300, 17.9), (999, 59.0)]:
+        assert capped.lr(step, elapsed) == steps_only.lr(step, elapsed)
+    # time ahead (a slow machine): planned over the steps the time allows, min_lr when it runs out
+    assert capped.lr(100, 30.0) == lr_at(100, 200, cfg) < steps_only.lr(100, 30.0)
+    assert capped.lr(150, 59.99) == pytest.approx(1e-3, rel=1e-3)
+    assert capped.cut_short(150) == ("train.max_minutes=1 stopped the run after 150 of 1,000 planned steps "
+                                     "(the schedule annealed by elapsed time)")
+    assert capped.cut_short(1000) is None

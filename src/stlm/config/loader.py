@@ -8,8 +8,9 @@ the dataclasses in `stlm.config.schema`.
 from __future__ import annotations
 
 import re
+from dataclasses import fields, is_dataclass
 from importlib import resources
-from typing import Sequence
+from typing import Any, List, Sequence, get_args, get_origin, get_type_hints
 
 from omegaconf import OmegaConf
 
@@ -104,8 +105,10 @@ def _check_choice(where: str, value: str, choices: Sequence[str]) -> None:
 
 
 def validate(run: RunConfig) -> None:
-    """Check values the type system cannot: choices from a fixed set and simple ranges."""
+    """Check values the type system cannot: choices from a fixed set, and the value rules of
+    `stlm.config.rules` (ranges and relations of the numbers)."""
     from stlm.config import schema as s
+    from stlm.config.rules import range_problems
 
     m = run.model
     import stlm.models.components  # noqa: F401  (fills the registries: the one list of components)
@@ -129,16 +132,44 @@ def validate(run: RunConfig) -> None:
     from stlm.train.tracking import TRACKERS
 
     _check_choice("train.tracker", run.train.tracker, ["none", *TRACKERS])
-    kv = m.kv_heads
-    if m.d_model % m.n_heads or m.n_heads % kv:
-        raise ConfigError(
-            f"model.d_model ({m.d_model}) must divide by model.n_heads ({m.n_heads}) and n_heads "
-            f"by model.n_kv_heads ({kv})")
-    for name in ("batch_size", "grad_accum"):
-        if getattr(run.train, name) < 1:
-            raise ConfigError(f"train.{name} must be >= 1, got {getattr(run.train, name)}")
-    if run.train.lr <= 0 or run.train.min_lr < 0 or run.train.min_lr > run.train.lr:
-        raise ConfigError("need 0 <= train.min_lr <= train.lr and train.lr > 0")
+    _check_choice("train.continue_schedule", run.train.continue_schedule, ("restart", "extend"))
+    problems = range_problems(run)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+# Keys added to the schema after run directories were first written: a saved config.yaml from
+# before lacks them and gets the schema default (which keeps the old behaviour). Every other key
+# must be present, so a damaged file is never silently completed from defaults.
+LATER_KEYS = frozenset({"model.head", "model.mtp_tokens", "model.mtp_weight", "train.optimizer",
+                        "train.continue_schedule", "train.diverge_factor", "train.tracker",
+                        "train.tracker_project", "train.babylm_checkpoints", "train.babylm_words_per_m",
+                        "init_from"})
+
+
+def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:
+    """The keys of `schema` that a saved config dictionary lacks (or holds a non-mapping for),
+    recursively, as dotted names with a note; empty when it is complete."""
+    if not isinstance(data, dict):
+        return [f"{prefix.rstrip('.') or 'the file'} (not a mapping)"]
+    problems = []
+    hints = get_type_hints(schema)
+    for f in fields(schema):
+        key = prefix + f.name
+        if f.name not in data:
+            if key not in LATER_KEYS:
+                problems.append(f"{key} (missing)")
+            continue
+        kind, value = hints[f.name], data[f.name]
+        if is_dataclass(kind):
+            problems += incomplete_keys(value, kind, key + ".") if value is not None else [f"{key} (empty)"]
+        elif get_origin(kind) in (list, List) and is_dataclass(get_args(kind)[0]):
+            if not isinstance(value, list):
+                problems.append(f"{key} (not a list)")
+                continue
+            for i, item in enumerate(value):
+                problems += incomplete_keys(item, get_args(kind)[0], f"{key}.{i}.")
+    return problems
 
 
 def config_from_dict(data: dict) -> RunConfig:

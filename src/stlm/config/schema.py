@@ -151,12 +151,18 @@ class TrainConfig:
     lr: float = 3e-3
     min_lr: float = 3e-4
     schedule: str = "cosine"  # cosine | linear | constant
+    # Resuming with a larger budget: "restart" plans the schedule over the new total (the rate
+    # rises again after a finished run); "extend" keeps the saved plan and holds min_lr beyond it.
+    continue_schedule: str = "restart"
     warmup_steps: int = 50
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0
+    # Stop when the training (or validation) loss exceeds this multiple of the run's first training
+    # loss: a blow-up that stays finite. Such a checkpoint is never marked best. None: no check.
+    diverge_factor: Optional[float] = 3.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     compile: bool = False
@@ -220,4 +226,5 @@ class RunConfig:
 
 def trained_context(cfg: RunConfig) -> int:
     """The window length the run trains on: `train.context_length`, else the model's context."""
-    return cfg.train.context_length or cfg.model.context_length
+    t = cfg.train.context_length
+    return t if t is not None else cfg.model.context_length

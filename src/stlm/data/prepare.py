@@ -12,6 +12,7 @@ way (`cache_dir/tokenizer-bpe<V>-<key>/`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from stlm.data.encode import Encoder
 from stlm.data.mix import mix, stages, training_text
 from stlm.data.shards import ShardedTokens, ShardWriter, dtype_for, shard_name
 from stlm.data.sources import SPLITS, is_endless
-from stlm.errors import UserError
+from stlm.errors import DISK_ERRNOS, UserError, disk_fix, require_writable
 from stlm.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 from stlm.fileio import write_atomic
 from stlm.tokenizers.base import META_FILE as TOKENIZER_META
@@ -88,7 +89,18 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
     """Tokenize the corpus `cfg` describes into cached shards (or load them from the cache)."""
     _validate(cfg)
     cache = Path(cfg.cache_dir).expanduser()
+    try:
+        return _prepare_cached(cfg, cache, progress)
+    except OSError as exc:  # a full disk or an unwritable cache: one line, the partial work kept
+        if exc.errno not in (*DISK_ERRNOS, errno.ENOENT) or not str(exc.filename or "").startswith(str(cache)):
+            raise
+        raise UserError(f"cannot write the data cache: {exc.filename} ({exc.strerror}); {disk_fix(exc)} "
+                        "(data.cache_dir=); an interrupted preparation continues where it stopped") from exc
+
+
+def _prepare_cached(cfg: DataConfig, cache: Path, progress: bool) -> PreparedData:
     cache.mkdir(parents=True, exist_ok=True)
+    require_writable(cache, "the data cache must be writable: set data.cache_dir= to another folder")
     with _locked(cache / f".{cfg.name}.lock"):  # one preparer per corpus name (e.g. DDP ranks)
         tokenizer = _tokenizer(cfg, cache, progress)
         key = _hash({"corpus": _corpus(cfg), "tokenizer": tokenizer.fingerprint(),

@@ -5,15 +5,18 @@ A checkpoint is a folder `checkpoints/step-N/` holding
   reload the model is built from its config, so ties come from construction),
 - `trainer.safetensors`: optimizer state tensors (`optimizer.<parameter name>.<state key>`, so
   any set of optimizers resumes exactly) and the torch and numpy RNG states,
-- `trainer.json`: step, tokens, elapsed time, validation loss, python RNG state and the
-  fingerprint of the tokenizer.
+- `trainer.json`: step, tokens, elapsed time, validation loss, python RNG state, the
+  fingerprint of the tokenizer and the sha256 of both .safetensors files.
 It is written into `checkpoints/.tmp-step-N/`, fsynced, then renamed, so a crash never leaves a
-half-written `step-N`; leftover `.tmp-*` folders are ignored. `checkpoints/best` is a small JSON
-pointer to the checkpoint with the lowest validation loss. Loading never unpickles anything.
+half-written `step-N`; leftover `.tmp-*` folders are ignored, and a failed write (a full disk)
+removes its temporary folder. `checkpoints/best` is a small JSON pointer to the checkpoint with the
+lowest validation loss. Loading verifies the checksums first (a flipped byte inside the weights is
+refused, naming the file and the older checkpoint to use) and never unpickles anything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -36,7 +39,9 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer.safetensors"
 META_FILE = "trainer.json"
 BEST_FILE = "best"
-FORMAT_VERSION = 2  # 2: optimizer state keyed by parameter name (1: by index)
+FORMAT_VERSION = 3  # 2: optimizer state keyed by parameter name (1: by index); 3: sha256 of files
+CHECKSUMMED = (MODEL_FILE, STATE_FILE)
+CHECKSUMS_SINCE = 3  # older checkpoints load without the check
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
@@ -88,22 +93,39 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer: Opti
     """Write `step-<step>` atomically and return its path. `meta` must be JSON-serialisable."""
     final = ckpt_dir / f"step-{step}"
     tmp = ckpt_dir / f".tmp-step-{step}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / MODEL_FILE))
-    tensors, scalars = _training_state(optimizer)
-    save_file(tensors, str(tmp / STATE_FILE))
-    meta = {"format": FORMAT_VERSION, "step": step, **meta, **scalars}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-    for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_model(model, str(tmp / MODEL_FILE))
+        tensors, scalars = _training_state(optimizer)
+        save_file(tensors, str(tmp / STATE_FILE))
+        sums = {name: sha256_file(tmp / name) for name in CHECKSUMMED}
+        meta = {"format": FORMAT_VERSION, "step": step, **meta, **scalars, "sha256": sums}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
+    except OSError as exc:  # a full disk or an unwritable folder: keep nothing half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = latest_checkpoint(ckpt_dir)
+        kept = f"the last complete checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise UserError(f"cannot write checkpoint {final} ({exc.strerror or exc}); nothing of it was "
+                        f"kept and {kept}; free disk space (or make {ckpt_dir} writable) and resume "
+                        "with `stlm train resume=<run>`") from exc
     if final.exists():  # the same step written again (a resumed run re-reaching it)
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync(ckpt_dir)
     return final
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def mark_best(ckpt_dir: Path, checkpoint: Path, val_loss: float) -> None:
@@ -140,11 +162,34 @@ def _training_state(optimizer: OptimizerSet) -> tuple[dict[str, torch.Tensor], d
 # ---------------------------------------------------------------------------------------------
 
 
-def load_weights(model: nn.Module, checkpoint: Path, device: torch.device | str = "cpu") -> None:
-    """Load `checkpoint/model.safetensors` into a model built from the run's config."""
-    path = checkpoint / MODEL_FILE
+def verify(checkpoint: Path, name: str) -> None:
+    """Check `checkpoint/name` against the sha256 recorded in trainer.json (format 3 on)."""
+    path = checkpoint / name
     if not path.exists():
-        raise UserError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
+        raise UserError(f"checkpoint file {path} is missing; the checkpoint is incomplete; "
+                        f"{_older_hint(checkpoint)}")
+    meta = read_meta(checkpoint)
+    recorded = meta.get("sha256", {}).get(name)
+    if recorded is None and meta.get("format", 1) < CHECKSUMS_SINCE:
+        return  # written before checksums existed
+    if recorded is None or sha256_file(path) != recorded:
+        raise UserError(f"checkpoint file {path} is corrupt: its sha256 differs from the one recorded "
+                        f"in {checkpoint / META_FILE} when it was written; {_older_hint(checkpoint)}")
+
+
+def _older_hint(checkpoint: Path) -> str:
+    older = [p for p in step_dirs(checkpoint.parent) if checkpoint_step(p) < checkpoint_step(checkpoint)]
+    if not older:
+        return "no older checkpoint is left: train the run again"
+    return (f"use the older checkpoint {older[-1]}: pass `--checkpoint {older[-1].name}`, or delete "
+            f"{checkpoint} so that resume and `last` fall back to it")
+
+
+def load_weights(model: nn.Module, checkpoint: Path, device: torch.device | str = "cpu") -> None:
+    """Load `checkpoint/model.safetensors` (checksum verified) into a model built from the run's
+    config."""
+    path = checkpoint / MODEL_FILE
+    verify(checkpoint, MODEL_FILE)
     try:
         load_model(model, str(path), strict=True, device=str(device))
     except (SafetensorError, OSError) as exc:
@@ -168,8 +213,7 @@ def load_training_state(checkpoint: Path, optimizer: OptimizerSet) -> dict[str, 
                         f"{meta.get('format', 1)}, optimizer state by index) and cannot be resumed; "
                         "its weights still load for eval, generate and export")
     path = checkpoint / STATE_FILE
-    if not path.exists():
-        raise UserError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
+    verify(checkpoint, STATE_FILE)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
@@ -203,4 +247,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=1))
+    try:
+        write_atomic(path, json.dumps(data, indent=1))
+    except OSError as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror or exc}); free disk space and resume "
+                        "with `stlm train resume=<run>`") from exc

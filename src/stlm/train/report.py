@@ -15,7 +15,11 @@ from stlm.train.metrics import plot_losses
 
 def final_report(trainer, total_seconds: float) -> tuple[dict[str, Any], PairResults | None]:
     """Evaluate the trained model on the validation split (and the grammar's minimal pairs when
-    training on the built-in corpus), sample text, and write summary.json and loss.png."""
+    training on the built-in corpus), sample text, and write summary.json and loss.png.
+
+    `total_seconds` is the wall-clock time of every session of the run (training of earlier ones,
+    all of this one), so it is never below `train_seconds`. `planned_steps` and `cut_short` say
+    whether the minutes cap ended a step budget early."""
     cfg, model, tokenizer = trainer.cfg, trainer.model, trainer.data.tokenizer
     params = count_parameters(model)
     val = trainer.validate(cfg.eval.final_val_batches)
@@ -29,7 +33,8 @@ def final_report(trainer, total_seconds: float) -> tuple[dict[str, Any], PairRes
     summary = {
         "run_dir": str(trainer.run_dir), "model": cfg.model.name, "data": cfg.data.name,
         "parameters": params.total, "non_embedding_parameters": params.non_embedding,
-        "steps": trainer.state.step, "tokens": trainer.state.tokens,
+        "steps": trainer.state.step, "planned_steps": trainer.budget.total_steps,
+        "cut_short": trainer.budget.cut_short(trainer.state.step), "tokens": trainer.state.tokens,
         "train_seconds": trainer.state.elapsed_s, "total_seconds": total_seconds,
         "device": str(trainer.rt.device), "world_size": trainer.rt.world_size,
         "val_loss": val["loss"], "val_bpb": val["bpb"], "val_tokens": val["tokens"], "val_bytes": val["bytes"],
@@ -44,18 +49,22 @@ def final_report(trainer, total_seconds: float) -> tuple[dict[str, Any], PairRes
 
 def format_summary(summary: dict[str, Any], pairs: PairResults | None) -> str:
     s = summary
+    planned = f" of {s['planned_steps']:,} planned" if s.get("cut_short") else ""
     rows = [
         ("run", s["run_dir"]),
         ("model", f"{s['model']}: {s['parameters']:,} parameters ({s['non_embedding_parameters']:,} "
                   "non-embedding)"),
-        ("trained", f"{s['tokens']:,} tokens in {s['steps']:,} steps, {s['train_seconds']:.0f} s "
-                    f"({s['total_seconds']:.0f} s with data preparation and evaluation) on {s['device']}"),
+        ("trained", f"{s['tokens']:,} tokens in {s['steps']:,}{planned} steps, "
+                    f"{s['train_seconds']:.0f} s ({s['total_seconds']:.0f} s with data preparation and "
+                    f"evaluation) on {s['device']}"),
         ("validation", f"loss {s['val_loss']:.4f} nats/token, {s['val_bpb']:.4f} bits per byte "
                        f"({s['val_bytes']:,} bytes)"),
     ]
     if pairs is not None:
         tiers = ", ".join(f"{tier} {100 * acc:.1f}%" for tier, acc in pairs.per_tier.items())
         rows.append(("minimal pairs", f"{100 * pairs.overall:.1f}% overall ({tiers}; chance 50%)"))
+    if s.get("cut_short"):
+        rows.append(("warning", s["cut_short"]))
     lines = [f"{label:<15}{value}" for label, value in rows]
     if pairs is not None:
         lines.append(format_pair_table(pairs))

@@ -2,8 +2,11 @@
 
 `stlm train resume=runs/NAME [train.max_steps=2000 ...]` reloads runs/NAME/config.yaml. Only the
 keys in `RESUME_KEYS` may change, because anything else (model shape, tokenizer, data, optimizer)
-would make the checkpoint mean something different. Extending the budget lengthens the
-learning-rate schedule from the resumed step on.
+would make the checkpoint mean something different. Extending the budget of a run either plans
+the learning-rate schedule over the new total (`train.continue_schedule=restart`, the default: after
+a finished run the rate rises again, and the run says so) or keeps the saved plan and holds min_lr
+beyond its end (`extend`). A run that stopped before its first checkpoint cannot be resumed: it is
+started again under the same run_name, which reuses its folder.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from omegaconf import OmegaConf
 from stlm.config.loader import config_from_dict
 from stlm.config.schema import RunConfig
 from stlm.errors import ConfigError, UserError
-from stlm.runs import read_config
+from stlm.runs import CHECKPOINTS_DIR, CONFIG_FILE, read_config
+from stlm.train.checkpoint import latest_checkpoint
 
 RESUME_KEYS = ("train.max_steps", "train.max_tokens", "train.max_minutes", "train.eval_every",
                "train.eval_batches", "train.log_every", "train.checkpoint_every", "train.keep_last",
-               "train.progress", "train.tracker", "train.tracker_project")
+               "train.progress", "train.tracker", "train.tracker_project", "train.continue_schedule",
+               "train.diverge_factor")
 
 
 def resume_config(run_dir: Path, overrides: Sequence[str]) -> RunConfig:
@@ -28,6 +33,10 @@ def resume_config(run_dir: Path, overrides: Sequence[str]) -> RunConfig:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"cannot resume: run directory {run_dir} does not exist")
+    if latest_checkpoint(run_dir / CHECKPOINTS_DIR) is None and (run_dir / CONFIG_FILE).exists():
+        raise UserError(f"cannot resume {run_dir}: it has no checkpoint yet (the run stopped before its "
+                        f"first one); start it again with `stlm train run_name={run_dir.name} "
+                        f"runs_dir={run_dir.parent} ...` (the folder is reused) or delete the folder")
     saved = read_config(run_dir)
     changes = []
     for item in overrides:

@@ -23,8 +23,9 @@ def decayed_lr(progress: float, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * p))
 
 
-def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
-    """Rate for the 0-based optimizer step `step` of `total_steps`."""
+def lr_at(step: int, total_steps: float, cfg: TrainConfig) -> float:
+    """Rate for the 0-based optimizer step `step` of `total_steps` (a float for a plan projected
+    from a time budget; past the end: min_lr)."""
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
     if step < warmup:
         return cfg.lr * (step + 1) / warmup

@@ -4,7 +4,9 @@ accumulation and clipping, periodic evaluation in bits per byte, atomic checkpoi
 Batches are a pure function of (seed, step, rank) and the checkpoint holds weights, optimizer
 state, RNG states and the step, so a resumed run computes the same losses as one that was never
 interrupted (bit for bit on CPU). A non-finite loss or gradient norm stops the run before the
-bad update is applied, leaving the last checkpoint untouched.
+bad update is applied, leaving the last checkpoint untouched; so does a finite blow-up, a training
+or validation loss above `train.diverge_factor` times the run's first training loss (and such a
+checkpoint is never marked best).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from stlm.models import build_model
 from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR
 from stlm.train import checkpoint as ckpt
 from stlm.train.babylm import BabyLMCheckpoints
-from stlm.train.budget import plan_budget
+from stlm.train.budget import continue_plan, plan_budget
 from stlm.train.metrics import MetricsLog, ProgressBar
 from stlm.train.optim import build_optimizer
 from stlm.train.setup import Runtime, init_runtime, seed_everything, sync_context, wrap_for_training
@@ -32,7 +34,7 @@ from stlm.train.tracking import start_tracking
 
 
 class TrainingDiverged(UserError):
-    """The loss or gradient norm became NaN or infinite."""
+    """The loss or gradient norm became NaN or infinite, or the loss blew up."""
 
 
 @dataclass
@@ -41,6 +43,7 @@ class TrainState:
     tokens: int = 0  # training tokens consumed, all ranks together
     elapsed_s: float = 0.0  # wall-clock training time, resumed runs included
     best_val_loss: float = math.inf
+    initial_loss: float | None = None  # the run's first training loss (the blow-up reference)
 
 
 class Trainer:
@@ -77,6 +80,7 @@ class Trainer:
                        if t.babylm_checkpoints and self.rt.is_main else None)
         self.state = TrainState()
         self.resumed = resume
+        self.notes: list[str] = []  # warnings for the user (e.g. a changed schedule on resume)
         if resume:
             self._restore()
         else:
@@ -86,6 +90,7 @@ class Trainer:
                 ckpt.load_weights(self.model, find_checkpoint(Path(cfg.init_from)), self.rt.device)
             if self.rt.is_main:
                 data.tokenizer.save(self.run_dir / TOKENIZER_DIR)
+        self.resumed_elapsed_s = self.state.elapsed_s  # training time of earlier sessions
 
     # -----------------------------------------------------------------------------------------
 
@@ -100,7 +105,15 @@ class Trainer:
                             "with; resume with the run's own data settings")
         best = ckpt.best_val_loss(self.ckpt_dir)
         self.state = TrainState(meta["step"], meta["tokens"], meta["elapsed_s"],
-                                best if best is not None else math.inf)
+                                best if best is not None else math.inf, meta.get("initial_loss"))
+        saved_plan = meta.get("schedule_steps", meta.get("total_steps"))
+        self.budget, note = continue_plan(self.budget, saved_plan, self.state.step, self.state.elapsed_s)
+        if note:
+            self.notes.append(note)
+        if self.budget.total_steps is not None and self.state.step >= self.budget.total_steps:
+            self.notes.append(f"{latest.name} is already at train.max_steps/max_tokens "
+                              f"({self.budget.total_steps:,} steps): nothing to train; raise the budget to "
+                              "continue")
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step (grad_accum micro-batches); returns the next-token loss, lr,
@@ -159,9 +172,11 @@ class Trainer:
         path = None
         if self.rt.is_main:
             meta = {"tokens": self.state.tokens, "elapsed_s": self.state.elapsed_s, "val_loss": val_loss,
-                    "total_steps": self.budget.total_steps, "tokenizer": self.data.tokenizer.fingerprint()}
+                    "total_steps": self.budget.total_steps,
+                    "schedule_steps": self.budget.schedule_steps or self.budget.total_steps,
+                    "initial_loss": self.state.initial_loss, "tokenizer": self.data.tokenizer.fingerprint()}
             path = ckpt.save_checkpoint(self.ckpt_dir, self.state.step, self.model, self.optimizer, meta)
-            if val_loss is not None and val_loss < self.state.best_val_loss:
+            if val_loss is not None and val_loss < self.state.best_val_loss and not self._blown_up(val_loss):
                 self.state.best_val_loss = val_loss
                 ckpt.mark_best(self.ckpt_dir, path, val_loss)
             ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last)
@@ -190,6 +205,9 @@ class Trainer:
                 out = self.train_step()
                 if self.babylm is not None:
                     self.babylm.after_step(self.model, st.step, st.tokens)
+                if st.initial_loss is None:
+                    st.initial_loss = out["loss"]
+                self._check_blowup("training", out["loss"])
                 window_tokens += self.budget.tokens_per_step
                 st.elapsed_s = self._sync_elapsed(base_elapsed + time.perf_counter() - started)
                 final = self.budget.done(st.step, st.elapsed_s)
@@ -204,6 +222,7 @@ class Trainer:
                 val = None
                 if st.step % t.eval_every == 0 or final:
                     val = self.validate(t.eval_batches)
+                    self._check_blowup("validation", val["loss"])
                     record = {"step": st.step, "tokens": st.tokens, **(record or {}),
                               "val_loss": val["loss"], "val_bpb": val["bpb"]}
                     bar.print(f"step {st.step}: train loss {out['loss']:.4f}, val loss {val['loss']:.4f}, "
@@ -220,6 +239,19 @@ class Trainer:
                 log.close()
             self.model.train(model_was_training)
         return st
+
+    def _blown_up(self, loss: float) -> bool:
+        """Non-finite, or above `train.diverge_factor` times the run's first training loss."""
+        factor, first = self.cfg.train.diverge_factor, self.state.initial_loss
+        if not math.isfinite(loss):
+            return True
+        return factor is not None and first is not None and loss > factor * first
+
+    def _check_blowup(self, which: str, loss: float) -> None:
+        if self._blown_up(loss):
+            self._diverged(f"the {which} loss is {loss:.4g} at step {self.state.step}, more than "
+                           f"train.diverge_factor={self.cfg.train.diverge_factor:g} times the first "
+                           f"training loss {self.state.initial_loss:.4g}")
 
     def _sync_elapsed(self, elapsed: float) -> float:
         """Under DDP with a time budget, rank 0's clock, so every rank agrees on lr and stopping."""
