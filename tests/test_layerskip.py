@@ -107,3 +107,25 @@ def test_layer_dropout_rises_with_depth_and_is_seeded(one_thread):
     plain = build_model(SMALL, 50)
     plain.load_state_dict(model.state_dict())
     torch.testing.assert_close(plain.eval()(ids).logits, model(ids).logits)
+
+
+def test_generate_command_decodes_self_speculatively(tmp_path, capsys, one_thread):
+    from stlm.cli import main
+    from stlm.config.schema import RunConfig, TrainConfig
+    from stlm.runs import create_run_dir
+    from stlm.tokenizers import ByteTokenizer
+    from stlm.train.checkpoint import save_checkpoint
+    from stlm.train.optim import build_optimizer
+
+    cfg = RunConfig(model=dataclasses.replace(SMALL, head="early_exit"), runs_dir=str(tmp_path), run_name="r")
+    run = create_run_dir(cfg)
+    tok = ByteTokenizer()
+    tok.save(run / "tokenizer")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tok.vocab_size)
+    save_checkpoint(run / "checkpoints", 1, model, build_optimizer(model, TrainConfig(), torch.device("cpu")), {})
+    assert main(["generate", str(run), "--prompt", "ab", "--temperature", "0", "--max-new-tokens", "12",
+                 "--speculative-exit", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "self-speculative: exit after layer 2" in captured.err
+    assert main(["generate", str(run), "--speculative-exit", "2"]) == 2  # sampling refused: one-line error
