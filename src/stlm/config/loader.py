@@ -144,7 +144,7 @@ def validate(run: RunConfig) -> None:
 LATER_KEYS = frozenset({"model.head", "model.mtp_tokens", "model.mtp_weight", "train.optimizer",
                         "train.continue_schedule", "train.diverge_factor", "train.tracker",
                         "train.tracker_project", "train.babylm_checkpoints", "train.babylm_words_per_m",
-                        "init_from"})
+                        "init_from", "model.layer_dropout", "model.early_exit_scale"})
 
 
 def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:

@@ -61,6 +61,10 @@ class ModelConfig:
     head: str = "token"  # token | multi_token (Gloeckle et al., 2024)
     mtp_tokens: int = 4  # head=multi_token: tokens predicted per position (next + mtp_tokens - 1)
     mtp_weight: float = 1.0  # head=multi_token: weight of each extra head's auxiliary loss
+    # LayerSkip (Elhoushi et al., 2024): per-sample layer dropout rising with depth to this rate at
+    # the last layer (training only), and with head=early_exit a loss at every layer's exit.
+    layer_dropout: float = 0.0
+    early_exit_scale: float = 1.0  # head=early_exit: total weight of the early-exit losses
     bias: bool = False
     dropout: float = 0.0
     tie_embeddings: bool = False

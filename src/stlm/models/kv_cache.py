@@ -23,6 +23,10 @@ class KVCache:
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
+    def layer_length(self, layer: int) -> int:
+        """Tokens cached in `layer`: the position count, except where early exit skipped layers."""
+        return 0 if self.keys[layer] is None else self.keys[layer].shape[2]
+
     def advance(self, n: int) -> None:
         self.length += n
 

@@ -11,6 +11,9 @@ uses (nothing outside `stlm.models` touches the embedder, core or head):
   are `logprobs(ids, targets)`, the one scoring call behind bits per byte, zero-shot tasks and the
   lm-eval adapter.
 - `new_cache()` for incremental decoding.
+- Early exit (LayerSkip): `encode(..., exit_layer=E)` runs the first E blocks only,
+  `continue_encode(hidden, positions, from_layer=E)` runs the rest on those states, and
+  `head_logits(hidden)` applies the shared head to any layer's states.
 
 Targets are already shifted by the data loader (`targets[t]` follows `ids[t]`); nothing here
 shifts them again (the SLlama code did).
@@ -91,18 +94,33 @@ class LanguageModel(nn.Module):
         return positions.to(device)
 
     def _run(self, ids: torch.Tensor, cache: KVCache | None, positions: torch.Tensor | None,
-             keep_states: bool) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+             keep_states: bool, exit_layer: int | None = None
+             ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         pos = self._positions(ids.shape[1], cache, positions, ids.device)
-        h, states = self.core(self.embedder(ids, pos), pos, cache=cache, keep_states=keep_states)
+        h, states = self.core(self.embedder(ids, pos), pos, cache=cache, keep_states=keep_states,
+                              stop=exit_layer)
         if cache is not None:
             cache.advance(ids.shape[1])
         return h, states
 
     def encode(self, ids: torch.Tensor, *, cache: KVCache | None = None,
-               positions: torch.Tensor | None = None) -> torch.Tensor:
+               positions: torch.Tensor | None = None, exit_layer: int | None = None) -> torch.Tensor:
         """Final hidden states (B, T, d_model) for ids (B, T); with a cache, ids continue the
-        cached ones (and the cache is advanced)."""
-        return self._run(ids, cache, positions, keep_states=False)[0]
+        cached ones (and the cache is advanced). `exit_layer=E`: the states after the first E
+        blocks (blocks E.. keep no keys and values for these ids)."""
+        if exit_layer is not None and not 0 <= exit_layer <= self.n_layers:
+            raise ValueError(f"exit_layer must be in [0, {self.n_layers}], got {exit_layer}")
+        return self._run(ids, cache, positions, keep_states=False, exit_layer=exit_layer)[0]
+
+    def continue_encode(self, hidden: torch.Tensor, positions: torch.Tensor, *, from_layer: int,
+                        to_layer: int | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """Run blocks [from_layer, to_layer) on `hidden`, the states after block from_layer - 1
+        of the tokens at `positions` (T,); the cache's position count is not advanced again."""
+        return self.core(hidden, positions.to(hidden.device), cache=cache, start=from_layer, stop=to_layer)[0]
+
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits from hidden states of any layer (the head is shared by every exit)."""
+        return self.head(hidden)
 
     def target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For hidden states (N, d_model) from `encode` and targets (N,): log p(target) in float32
@@ -125,11 +143,13 @@ class LanguageModel(nn.Module):
         `logits`: "all" positions, only the "last" (decoding) or "none" (when not training)."""
         if logits not in LOGITS:
             raise ValueError(f"logits must be one of {LOGITS}, got {logits!r}")
-        h, states = self._run(ids, cache, positions, keep_states=output_hidden_states)
-        out = ModelOutput(hidden_states=states)
+        wants_states = targets is not None and getattr(self.head, "wants_hidden_states", False)
+        h, states = self._run(ids, cache, positions, keep_states=output_hidden_states or wants_states)
+        out = ModelOutput(hidden_states=states if output_hidden_states else None)
         if targets is not None:
             out.logits = self.head(h)
-            head_loss = self.head.loss(h, targets, loss_mask, logits=out.logits)
+            extra = {"hidden_states": states} if wants_states else {}
+            head_loss = self.head.loss(h, targets, loss_mask, logits=out.logits, **extra)
             out.loss, out.lm_loss, out.aux_losses = head_loss.total(), head_loss.lm_loss, head_loss.aux_losses
         elif logits == "all":
             out.logits = self.head(h)

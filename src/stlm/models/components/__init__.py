@@ -1,4 +1,4 @@
 """Building blocks shared by every model variant (importing this registers them)."""
 
-from stlm.models.components import (attention, embedders, heads, mlp, multi_token,  # noqa: F401
-                                    norms, sllama)
+from stlm.models.components import (attention, early_exit, embedders, heads, mlp,  # noqa: F401
+                                    multi_token, norms, sllama)

@@ -40,7 +40,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache | N
     """Store this step's k, v in the cache (if any), attend causally, merge heads -> (B, T, H*D)."""
     past = 0
     if cache is not None:
-        past = cache.length
+        past = cache.layer_length(layer_idx)  # layers may hold fewer tokens (early exit)
         k, v = cache.update(layer_idx, k, v)
     y = causal_attention(q, k, v, past=past, dropout_p=dropout_p)
     b, h, t, d = y.shape
