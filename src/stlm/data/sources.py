@@ -32,6 +32,8 @@ Doc = Tuple[str, int]  # (text, invalid UTF-8 sequences replaced while reading i
 
 SPLITS = ("train", "val")
 MAX_DOC_BYTES = 16 << 20  # a longer paragraph of a .txt file is cut into documents at line ends
+SNIFF_BYTES = 64 << 10  # how much of each local file is checked for being text
+MAX_INVALID_UTF8 = 0.1  # more invalid UTF-8 than this fraction of the sniffed bytes: not a text file
 _FFFD = "\ufffd".encode()
 
 
@@ -149,11 +151,34 @@ def _list_text_files(path: Path, where: str) -> list[Path]:
 
 
 def _text_documents(src: SourceConfig, invalid_utf8: str, where: str) -> Iterator[Doc]:
-    for file in _list_text_files(_existing(src.path, where), where):
+    files = _list_text_files(_existing(src.path, where), where)
+    for file in files:
+        check_is_text(file, where)
+    for file in files:
         if _text_kind(file) == "jsonl":
             yield from _jsonl_docs(file, src.text_field, invalid_utf8, where)
         else:
             yield from _txt_docs(file, invalid_utf8)
+
+
+def check_is_text(file: Path, where: str) -> None:
+    """Refuse a file that is not text (an image or archive renamed .txt, UTF-16): a NUL byte or
+    mostly invalid UTF-8 in its first `SNIFF_BYTES` (decompressed). Binary input would otherwise
+    become a few huge "documents" that make tokenizer training take hours."""
+    try:
+        with (gzip.open if file.name.lower().endswith(".gz") else open)(file, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except (OSError, EOFError) as e:
+        raise UserError(f"{where}.path: cannot read {file} ({e}); give readable .txt / .jsonl files "
+                        f"(.gz only when gzip-compressed)") from None
+    fix = f"convert it to UTF-8 text or remove it from {where}.path"
+    if b"\0" in head:
+        raise UserError(f"{where}.path: {file} is not a text file (it contains NUL bytes: binary data, "
+                        f"or UTF-16 text); {fix}")
+    invalid = head.decode("utf-8", errors="replace").count("\ufffd") - head.count(_FFFD)
+    if invalid > max(MAX_INVALID_UTF8 * len(head), 8):  # a short Latin-1 note is still text
+        raise UserError(f"{where}.path: {file} is not UTF-8 text ({invalid} invalid UTF-8 sequences in its "
+                        f"first {len(head):,} bytes); {fix}")
 
 
 def _lines(file: Path) -> Iterator[Tuple[int, int, bytes]]:

@@ -26,7 +26,7 @@ def final_report(trainer, total_seconds: float) -> tuple[dict[str, Any], PairRes
     pairs = None
     if cfg.data.name == "grammar" and cfg.eval.minimal_pairs:
         pairs = grammar_pair_accuracy(model, tokenizer, cfg.eval.pairs_per_paradigm, cfg.eval.pairs_seed,
-                                      cfg.eval.batch_size)
+                                      cfg.eval.batch_size, context_length=trainer.context)
     sample = generate(model, tokenizer, cfg.eval.sample_prompt, cfg.eval.sample_tokens,
                       temperature=0.8, top_k=50, seed=cfg.seed, window=trainer.context)
     best = best_checkpoint(trainer.ckpt_dir)
