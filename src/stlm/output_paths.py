@@ -13,22 +13,23 @@ import os
 import tempfile
 from pathlib import Path
 
-from stlm.errors import UserError
+from stlm.errors import UserError, require_writable
 
 
 def writable_folder(folder: str | Path, what: str, fix: str) -> Path:
     """`folder`, created if missing; a UserError naming `what` goes there and saying `fix` when it
     cannot take a new file."""
     folder = Path(folder)
-    probe = folder / f".stlm-write-probe.{os.getpid()}"
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UserError(f"cannot write {what} to {folder}: {blocker} is a file, not a folder; {fix}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK | os.X_OK):
             raise PermissionError(13, "Permission denied")
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
         raise UserError(f"cannot write {what} to {folder} ({exc.strerror or exc}); {fix}") from None
+    require_writable(folder, f"cannot write {what} there; {fix}")
     return folder
 
 

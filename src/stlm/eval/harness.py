@@ -212,14 +212,35 @@ def _hub_schema(task: str, data: dict) -> dict:
     return data
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`lm_eval`'s command line with the `stlm` model registered."""
+HARNESS_OFFLINE_FIX = ("lm-eval reads its tasks from the hub; offline, evaluate with `stlm eval RUN --tasks "
+                       "blimp,hellaswag,... --data-dir DIR` (local files in the layout of ../shared/data, or "
+                       "$STLM_DATA_DIR), or set HF_DATASETS_OFFLINE=1 when the task data is in your Hugging "
+                       "Face cache")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`lm_eval`'s command line with the `stlm` model registered. When it is asked to run tasks and
+    the hub cannot be reached (and `datasets` is not told to stay offline), it fails within
+    seconds with one line saying how to evaluate from local files, instead of retrying for a
+    minute and ending in a traceback."""
     from lm_eval.__main__ import cli_evaluate
 
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
+    from stlm.data.sources import check_hub_reachable, hub_offline
+    from stlm.errors import UserError
+    from stlm.eval.sources import HUB_TIMEOUT_S
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    sys.argv = [sys.argv[0], *args]
+    wants_tasks = any(a == "--tasks" or a.startswith("--tasks=") for a in args)
+    try:
+        if wants_tasks and not hub_offline():
+            check_hub_reachable(HUB_TIMEOUT_S, "the lm-eval task data", HARNESS_OFFLINE_FIX)
+    except UserError as exc:
+        print(f"stlm.eval.harness: error: {exc}", file=sys.stderr)
+        return 2
     cli_evaluate()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
