@@ -299,6 +299,9 @@ def _validate(cfg: DataConfig) -> None:
         raise UserError(f"data.val_fraction={cfg.val_fraction} must be in [0, 1)")
     if not cfg.name or "/" in cfg.name:
         raise UserError(f"data.name={cfg.name!r} must be a non-empty name without '/'")
+    if cfg.path is not None and not any(src.path == cfg.path for src in cfg.sources):
+        raise UserError(f"data.path={cfg.path} is only read by data=text (as its source's path); "
+                        f"for data={cfg.name} set data.sources.N.path=... instead")
     for split in SPLITS:
         cap = cfg.max_train_tokens if split == "train" else cfg.max_val_tokens
         for stage in stages(cfg, split):

@@ -94,8 +94,8 @@ def check_source(src: SourceConfig, where: str) -> None:
     if src.weight <= 0:
         raise UserError(f"{where}.weight={src.weight} must be > 0")
     if src.name == "text" and not src.path:
-        raise UserError(f"{where}: source 'text' needs a path: {where}.path=/path/to/file_or_folder "
-                        f"(.txt, .jsonl, or .gz of either)")
+        raise UserError(f"{where}: source 'text' needs a path: data.path=/path/to/file_or_folder (with "
+                        f"data=text) or {where}.path=... (.txt, .jsonl, or .gz of either)")
     if src.path:
         _existing(src.path, where)
 
