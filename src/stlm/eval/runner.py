@@ -54,7 +54,7 @@ class TaskRun:
     results: list[ItemResult]
 
 
-PROGRESS_ITEMS = 512  # items scored between two progress reports (results do not depend on it)
+PROGRESS_ITEMS = 512  # items scored between two progress reports (results equal to float rounding)
 
 
 def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: Sequence[Item], batch_size: int = 64,

@@ -51,8 +51,8 @@ def final_report(trainer, total_seconds: float) -> tuple[dict[str, Any], PairRes
 def _val_part(summary: dict[str, Any]) -> str:
     """Which validation data the final numbers cover (the per-step ones cover train.eval_batches)."""
     if summary.get("val_batches") is None:
-        return "the whole validation split"
-    return f"the first {summary['val_batches']} validation batches"
+        return "whole split"
+    return f"first {summary['val_batches']} batches"
 
 
 def format_summary(summary: dict[str, Any], pairs: PairResults | None) -> str:
@@ -65,8 +65,8 @@ def format_summary(summary: dict[str, Any], pairs: PairResults | None) -> str:
         ("trained", f"{s['tokens']:,} tokens in {s['steps']:,}{planned} steps, "
                     f"{s['train_seconds']:.0f} s ({s['total_seconds']:.0f} s with data preparation and "
                     f"evaluation) on {s['device']}"),
-        ("validation", f"loss {s['val_loss']:.4f} nats/token, {s['val_bpb']:.4f} bits per byte on "
-                       f"{_val_part(s)} ({s['val_tokens']:,} tokens, {s['val_bytes']:,} bytes)"),
+        ("validation", f"loss {s['val_loss']:.4f} nats/token, {s['val_bpb']:.4f} bits per byte "
+                       f"({_val_part(s)}: {s['val_tokens']:,} tokens, {s['val_bytes']:,} bytes)"),
     ]
     if pairs is not None:
         tiers = ", ".join(f"{tier} {100 * acc:.1f}%" for tier, acc in pairs.per_tier.items())
