@@ -154,7 +154,7 @@ def test_eval_keeps_results_whose_final_write_fails(tmp_path, capsys):
 def test_results_record_checkpoint_and_limit_and_report_flags_mixtures(tmp_path, capsys):
     run_a, run_b = make_run(tmp_path, "a"), make_run(tmp_path, "b")
     model = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=128), 257)
-    save_checkpoint(run_a / "checkpoints", 2, model, torch.optim.AdamW(model.parameters()), {})
+    save_checkpoint(run_a / "checkpoints", 2, model, build_optimizer(model, TrainConfig(), torch.device("cpu")), {})
     quiz = quiz_task(tmp_path)
     assert main(["eval", str(run_a), "--tasks", "grammar", "--limit", "2", "--checkpoint", "step-1"]) == 0
     assert main(["eval", str(run_a), "--tasks", "quiz", "--task-file", quiz, "--checkpoint", "step-2"]) == 0

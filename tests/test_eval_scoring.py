@@ -120,7 +120,7 @@ def window_reference(model, ctx, cont, window):
     full, total, end, n_windows = list(ctx) + list(cont), 0.0, len(ctx) + len(cont), 0
     while end > len(ctx):
         lo = max(0, end - 1 - window)
-        logp = F.log_softmax(model(torch.tensor([full[lo:end - 1]])).float(), -1)[0]
+        logp = F.log_softmax(model(torch.tensor([full[lo:end - 1]])).logits.float(), -1)[0]
         for pos in range(max(len(ctx), lo + 1), end):  # predict full[pos] from the inputs before it
             total += logp[pos - lo - 1, full[pos]].item()
         end, n_windows = max(len(ctx), lo + 1), n_windows + 1
