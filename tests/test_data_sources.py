@@ -207,6 +207,10 @@ def test_a_binary_file_renamed_txt_is_refused_naming_the_file(tmp_path):
         with pytest.raises(UserError) as err:
             prepare_data(data_cfg(tmp_path, src), progress=False)
         assert str(path) in str(err.value) and why in str(err.value) and "\n" not in str(err.value)
+    not_gzip = tmp_path / "plain.txt.gz"
+    not_gzip.write_text("plain text, not compressed\n")
+    with pytest.raises(UserError, match=r"cannot read .*plain\.txt\.gz as gzip"):
+        texts(SourceConfig(name="text", path=str(not_gzip)), "train", data_cfg(tmp_path))
     fine = tmp_path / "fine.txt"  # a few Latin-1 bytes in real text stay text (replaced and counted)
     fine.write_bytes(b"caf\xe9 au lait\n\nna\xefve " + b"words " * 200)
     assert texts(SourceConfig(name="text", path=str(fine)), "train", data_cfg(tmp_path))[0] == "caf\ufffd au lait"
@@ -218,5 +222,5 @@ def test_an_unwritable_cache_is_refused_before_reading(tmp_path):
     src = SourceConfig(name="text", path=str(tmp_path / "corpus.txt"))
     cfg = data_cfg(tmp_path, src)
     cfg.cache_dir = str(tmp_path / "blocker" / "cache")
-    with pytest.raises(UserError, match=r"cannot write prepared data to .*blocker/cache .*data\.cache_dir="):
+    with pytest.raises(UserError, match=r"cannot write prepared data to .*blocker/cache.*data\.cache_dir="):
         prepare_data(cfg, progress=False)
