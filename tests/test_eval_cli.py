@@ -172,6 +172,7 @@ def test_results_record_checkpoint_and_limit_and_report_flags_mixtures(tmp_path,
     assert main(["report", str(run_a), str(run_b), "--out", str(tmp_path / "report")]) == 0
     out, err = capsys.readouterr()
     assert "| grammar ⚠ | acc |" in out and "| eval | checkpoint | step-1, step-2 | step-1 |" in out
+    assert "| eval | --limit | grammar 2 | grammar 3 |" in out
     assert "grammar: different limit (a 2, b 3)" in err and "a: tasks from different checkpoints" in err
     assert "Not comparable" in (tmp_path / "report" / "report.md").read_text()
 

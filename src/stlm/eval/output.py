@@ -167,6 +167,9 @@ def comparison_table(runs: dict[str, dict[str, dict]], summaries: dict[str, dict
     if rows:
         ckpts = [", ".join(sorted({str(s.get("checkpoint", "?")) for s in runs[n].values()})) or "-" for n in names]
         lines.append(f"| eval | checkpoint | {' | '.join(ckpts)} |")
+        limits = [", ".join(f"{t} {s['limit']}" for t, s in runs[n].items() if s.get("limit")) or "-" for n in names]
+        if any(cell != "-" for cell in limits):
+            lines.append(f"| eval | --limit | {' | '.join(limits)} |")
     keys = [k for k in ("model", "parameters", "tokens", "steps", "val_loss", "val_bpb", "train_seconds")
             if any(k in s for s in summaries.values())]
     for k in keys:
