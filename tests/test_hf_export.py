@@ -55,6 +55,7 @@ def test_export_refuses_a_model_without_a_llama_twin(tmp_path):
     assert not (tmp_path / "hf").exists()
 
 
+@pytest.mark.shared_data
 def test_gpt2_run_exports_a_tokenizer_that_encodes_like_ours(tmp_path):
     from stlm.config.schema import ModelConfig, RunConfig, TrainConfig
     from stlm.models import build_model
