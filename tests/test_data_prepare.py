@@ -220,7 +220,13 @@ def test_prepare_command_prints_a_summary(tmp_path, corpus, capsys):
     train_line = next(line for line in out.splitlines() if line.strip().startswith("train"))
     assert int(train_line.split()[1].replace(",", "")) > 10_000
     assert main(["prepare", "data=text", f"data.cache_dir={tmp_path / 'cache'}"]) == 2
-    assert "source 'text' needs a path" in capsys.readouterr().err
+    assert "source 'text' needs a path: data.path=" in capsys.readouterr().err
+    # the short form names the same corpus: the cache prepared by the long form is reused
+    assert main(["prepare", "data=text", f"data.path={path}", "data.tokenizer.kind=byte",
+                 f"data.cache_dir={tmp_path / 'cache'}", "data.num_proc=1", "data.val_fraction=0.1"]) == 0
+    assert "data text:" in capsys.readouterr().out and len(list((tmp_path / "cache").glob("text-*"))) == 1
+    assert main(["prepare", "data=grammar", f"data.path={path}", f"data.cache_dir={tmp_path / 'cache'}"]) == 2
+    assert "data.path=" in capsys.readouterr().err
 
 
 def test_editing_the_grammar_code_invalidates_its_cache(tmp_path, monkeypatch):

@@ -188,3 +188,39 @@ def test_formatted_hub_rows_and_a_missing_text_field(tmp_path):
         texts(bad, "train", data_cfg(tmp_path, bad))
     good = SourceConfig(name="simple_wiki", path=str(wiki), text_field="body")
     assert texts(good, "train", data_cfg(tmp_path, good)) == ["Text."]
+
+
+def test_a_binary_file_renamed_txt_is_refused_naming_the_file(tmp_path):
+    import zlib
+
+    import numpy as np
+
+    png = tmp_path / "photo.txt"  # a real PNG: signature, then zlib-compressed pixels
+    pixels = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + zlib.compress(pixels))
+    utf16 = tmp_path / "notes.txt"
+    utf16.write_bytes("plain words in UTF-16\n".encode("utf-16") * 100)
+    latin = tmp_path / "random.txt"  # no NUL, but mostly invalid UTF-8
+    latin.write_bytes(bytes(np.random.default_rng(1).integers(128, 256, 5000, dtype=np.uint8)))
+    for path, why in ((png, "NUL bytes"), (utf16, "NUL bytes"), (latin, "not UTF-8 text")):
+        src = SourceConfig(name="text", path=str(path))
+        with pytest.raises(UserError) as err:
+            prepare_data(data_cfg(tmp_path, src), progress=False)
+        assert str(path) in str(err.value) and why in str(err.value) and "\n" not in str(err.value)
+    not_gzip = tmp_path / "plain.txt.gz"
+    not_gzip.write_text("plain text, not compressed\n")
+    with pytest.raises(UserError, match=r"cannot read .*plain\.txt\.gz as gzip"):
+        texts(SourceConfig(name="text", path=str(not_gzip)), "train", data_cfg(tmp_path))
+    fine = tmp_path / "fine.txt"  # a few Latin-1 bytes in real text stay text (replaced and counted)
+    fine.write_bytes(b"caf\xe9 au lait\n\nna\xefve " + b"words " * 200)
+    assert texts(SourceConfig(name="text", path=str(fine)), "train", data_cfg(tmp_path))[0] == "caf\ufffd au lait"
+
+
+def test_an_unwritable_cache_is_refused_before_reading(tmp_path):
+    (tmp_path / "blocker").write_text("a file where the cache folder's parent should be")
+    (tmp_path / "corpus.txt").write_text("some text\n")
+    src = SourceConfig(name="text", path=str(tmp_path / "corpus.txt"))
+    cfg = data_cfg(tmp_path, src)
+    cfg.cache_dir = str(tmp_path / "blocker" / "cache")
+    with pytest.raises(UserError, match=r"cannot write prepared data to .*blocker/cache.*data\.cache_dir="):
+        prepare_data(cfg, progress=False)

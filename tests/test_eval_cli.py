@@ -65,7 +65,7 @@ def test_eval_bpb_grammar_and_a_yaml_task_then_report(tmp_path, capsys):
         assert main(["eval", str(run), "--tasks", "bpb,grammar", "--limit", "3",
                      "--task-file", str(tmp_path / "quiz.yaml")]) == 0
     bpb = json.loads((run_a / "eval" / "bpb.json").read_text())
-    assert abs(bpb["bpb"] - math.log2(257)) < 0.1  # a random small-init model is near uniform
+    assert abs(bpb["bpb"] - math.log2(257)) < 0.3  # a random small-init model is near uniform (margin: 8.09 seen)
     assert bpb["data"] == "stories" and bpb["bytes"] > 1000
     grammar = json.loads((run_a / "eval" / "grammar.json").read_text())
     assert 0 <= grammar["acc"] <= 1 and grammar["groups"]["paradigm"]
@@ -123,3 +123,97 @@ def test_harness_adapter_rolling_and_generation():
     cut = greedy[4] if len(greedy) > 4 else "\x00"
     (text,) = lm.generate_until([Instance("generate_until", {}, ("ab", {"until": [cut], "max_gen_toks": 12}), 0)])
     assert text == greedy.split(cut)[0]
+
+
+def quiz_task(root):
+    """A one-question YAML task (needs no data folder)."""
+    (root / "quiz.jsonl").write_text(json.dumps({"q": "Ice is", "opts": ["cold", "hot"], "gold": 0}) + "\n")
+    (root / "quiz.yaml").write_text("name: quiz\npath: quiz.jsonl\ncontext: '{q}'\nchoices_field: opts\ngold: gold\n")
+    return str(root / "quiz.yaml")
+
+
+def test_eval_to_an_unwritable_run_fails_before_scoring(tmp_path, capsys):
+    run = make_run(tmp_path, "ro")
+    (run / "eval").write_text("a regular file where the eval folder goes: unwritable, even for root")
+    assert main(["eval", str(run), "--tasks", "grammar", "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write evaluation results" in err and "stlm eval: grammar" not in err  # nothing was scored
+
+
+def test_eval_keeps_results_whose_final_write_fails(tmp_path, capsys):
+    run = make_run(tmp_path, "full")
+    (run / "eval" / "quiz.json").mkdir(parents=True)  # the folder is writable, this file cannot be replaced
+    assert main(["eval", str(run), "--tasks", "grammar,quiz", "--limit", "1", "--task-file", quiz_task(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the quiz results are not lost, they are saved in " in err and "saved before: " in err
+    kept = err.split("saved in ")[1].split(";")[0]
+    assert json.loads(open(kept).read())["task"] == "quiz"
+    assert json.loads((run / "eval" / "grammar.json").read_text())["task"] == "grammar"
+
+
+def test_results_record_checkpoint_and_limit_and_report_flags_mixtures(tmp_path, capsys):
+    run_a, run_b = make_run(tmp_path, "a"), make_run(tmp_path, "b")
+    model = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=128), 257)
+    save_checkpoint(run_a / "checkpoints", 2, model, build_optimizer(model, TrainConfig(), torch.device("cpu")), {})
+    quiz = quiz_task(tmp_path)
+    assert main(["eval", str(run_a), "--tasks", "grammar", "--limit", "2", "--checkpoint", "step-1"]) == 0
+    assert main(["eval", str(run_a), "--tasks", "quiz", "--task-file", quiz, "--checkpoint", "step-2"]) == 0
+    err = capsys.readouterr().err
+    assert "mixes checkpoints (step-1: grammar; step-2: quiz)" in err
+    md = (run_a / "eval" / "results.md").read_text()
+    assert "| grammar | seed 10007 | " in md and "| step-1, limit 2 |" in md and "| step-2 |" in md
+    assert "different checkpoints" in md
+    quiz_json = json.loads((run_a / "eval" / "quiz.json").read_text())
+    assert (quiz_json["checkpoint"], quiz_json["step"], quiz_json["limit"]) == ("step-2", 2, None)
+    assert quiz_json["context"] == 128 and quiz_json["long_continuations"] == 0
+
+    assert main(["eval", str(run_b), "--tasks", "grammar", "--limit", "3"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run_a), str(run_b), "--out", str(tmp_path / "report")]) == 0
+    out, err = capsys.readouterr()
+    assert "| grammar ⚠ | acc |" in out and "| eval | checkpoint | step-1, step-2 | step-1 |" in out
+    assert "| eval | --limit | grammar 2 | grammar 3 |" in out
+    assert "grammar: different limit (a 2, b 3)" in err and "a: tasks from different checkpoints" in err
+    assert "Not comparable" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_eval_progress_shows_items_on_a_terminal_only(tmp_path):
+    import io
+
+    from stlm.commands.eval import _Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, enabled, shown in ((Terminal(), True, True), (Terminal(), False, False), (io.StringIO(), True, False)):
+        import sys
+
+        old, sys.stderr = sys.stderr, stream
+        try:
+            progress = _Progress(enabled)
+            show = progress.for_task("blimp")
+            if show:
+                show(512, 1000)
+                show(1000, 1000)
+            progress.end()
+        finally:
+            sys.stderr = old
+        assert (stream.getvalue() == "\rstlm eval: blimp 512/1,000 items\rstlm eval: blimp 1,000/1,000 items\n") == shown
+        assert bool(stream.getvalue()) == shown
+
+
+def test_harness_command_fails_fast_offline_with_one_line(tmp_path):
+    pytest.importorskip("lm_eval")
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens there: an unreachable hub, deterministically
+    proc = subprocess.run([sys.executable, "-m", "stlm.eval.harness", "run", "--model", "stlm", "--model_args",
+                           f"run={tmp_path}", "--tasks", "blimp"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "cannot reach the Hugging Face hub" in proc.stderr and "--data-dir" in proc.stderr

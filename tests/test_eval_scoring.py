@@ -112,3 +112,35 @@ def test_encoding_of_bytes():
     tok = ByteTokenizer()
     (ctx, cont), = encode_requests(tok, [("ab ", "c")])
     assert (ctx, cont) == ([97, 98], [32, 99])
+
+
+def window_reference(model, ctx, cont, window):
+    """log p(cont | ctx) with at most `window` inputs per forward pass: windows taken from the end
+    backwards, each scoring the continuation tokens no later window scored (plain forward passes)."""
+    full, total, end, n_windows = list(ctx) + list(cont), 0.0, len(ctx) + len(cont), 0
+    while end > len(ctx):
+        lo = max(0, end - 1 - window)
+        logp = F.log_softmax(model(torch.tensor([full[lo:end - 1]])).logits.float(), -1)[0]
+        for pos in range(max(len(ctx), lo + 1), end):  # predict full[pos] from the inputs before it
+            total += logp[pos - lo - 1, full[pos]].item()
+        end, n_windows = max(len(ctx), lo + 1), n_windows + 1
+    return total, n_windows
+
+
+def test_scoring_uses_the_trained_window_and_scores_long_continuations_whole():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=32), 50).eval()
+    rng = random.Random(2)
+    ctx = [rng.randrange(50) for _ in range(20)]
+    tail = [rng.randrange(50) for _ in range(30)]
+    short = (ctx, tail[:3])
+    long_a, long_b = (ctx[:5], [1] + tail), (ctx[:5], [2] + tail)  # differ only in their first token
+    got = score_continuations(model, [short, long_a, long_b], batch_size=2, context_length=8)
+    for (c, x), score in zip([short, long_a, long_b], got):
+        logprob, n_windows = window_reference(model, c, x, 8)
+        assert score.logprob == pytest.approx(logprob, abs=1e-4)
+        assert (score.windows, score.n_tokens) == (n_windows, len(x))
+    assert got[0].windows == 1 and got[1].windows == 4
+    assert got[1].logprob != got[2].logprob  # keeping only the last 8 tokens made these two tie
+    # the default window is the model's context length
+    assert score_continuations(model, [short])[0].logprob == pytest.approx(reference(model, *short)[0], abs=1e-4)

@@ -53,3 +53,46 @@ def test_export_refuses_a_model_without_a_llama_twin(tmp_path):
     with pytest.raises(UserError, match="not a plain Llama"):
         export_run(tmp_path / "runs" / "gelu", tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.shared_data
+def test_gpt2_run_exports_a_tokenizer_that_encodes_like_ours(tmp_path):
+    from stlm.config.schema import ModelConfig, RunConfig, TrainConfig
+    from stlm.models import build_model
+    from stlm.runs import create_run_dir
+    from stlm.tokenizers import GPT2Tokenizer
+    from stlm.train.checkpoint import save_checkpoint
+    from stlm.train.optim import build_optimizer
+
+    from conftest import require_shared
+
+    tok = GPT2Tokenizer(require_shared("gpt2-bpe/r50k_base.tiktoken"))
+    cfg = RunConfig(model=ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, context_length=32),
+                    runs_dir=str(tmp_path / "runs"), run_name="gpt2")
+    cfg.data.tokenizer.kind = "gpt2"
+    run = create_run_dir(cfg)
+    tok.save(run / "tokenizer")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tok.vocab_size)
+    save_checkpoint(run / "checkpoints", 1, model, build_optimizer(model, TrainConfig(), torch.device("cpu")), {})
+    out = tmp_path / "hf"
+    assert main(["export", str(run), str(out)]) == 0
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    texts = ["Hello world", "  leading spaces, and\ttabs\n\nnew lines", "naïve café — 東京 🙂 it's 2024!",
+             "x" * 300, "'s 've 're ll"]
+    for text in texts:
+        assert hf_tok(text).input_ids == tok.encode(text), text
+        assert hf_tok.decode(tok.encode(text)) == text
+    assert hf_tok.eos_token_id == tok.eot_id == 50256
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.tensor([tok.encode(texts[2])])
+    with torch.no_grad():
+        assert (hf(ids).logits - model(ids).logits).abs().max().item() <= 1e-4
+
+
+def test_export_to_an_unwritable_place_fails_before_loading(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / "a_file" / "hf"  # its parent is a regular file: no one, not even root, can write there
+    assert main(["export", str(tmp_path / "no_run_needed"), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the exported model" in err and "Traceback" not in err

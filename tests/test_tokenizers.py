@@ -282,3 +282,17 @@ def test_build_tokenizer_and_vocab_size_for(bpe, tmp_path):
         build_tokenizer(TokenizerConfig(kind="bpe"))
     with pytest.raises(UserError, match="unknown"):
         build_tokenizer(TokenizerConfig(kind="sentencepiece"))
+
+
+def test_bpe_trainer_sees_bounded_pieces_cut_at_spaces():
+    """Training time grows with the square of the longest pre-tokenized word, so a document without
+    spaces (a binary file read as text, base64) is cut into pieces; ordinary text is cut before a
+    space, so words keep their leading space as the byte-level pre-tokenizer splits them."""
+    from stlm.tokenizers.bpe import MAX_TRAIN_PIECE_CHARS, _take_chars
+
+    prose = "the cat sat on the mat " * 1000
+    blob = "x" * (3 * MAX_TRAIN_PIECE_CHARS + 5)
+    pieces = list(_take_chars([prose, blob], None, [0]))
+    assert max(map(len, pieces)) <= MAX_TRAIN_PIECE_CHARS and "".join(pieces) == prose + blob
+    prose_pieces = pieces[: -4]
+    assert len(prose_pieces) == 6 and all(p.startswith(" ") for p in prose_pieces[1:])

@@ -37,8 +37,12 @@ def root(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_tiny_model_learns_and_writes_a_complete_run(root):
-    summary = run_training(compose_config(tiny_overrides(root, "learns")), echo=lambda s: None)
+def test_tiny_model_learns_and_writes_a_complete_run(root, capsys):
+    printed = []
+    summary = run_training(compose_config(tiny_overrides(root, "learns")), echo=printed.append)
+    # the per-step validation covers train.eval_batches, the summary eval.final_val_batches: both say so
+    assert "step 60: train loss" in capsys.readouterr().out.split("(first 1,024 val tokens)")[-2]
+    assert "validation     loss" in printed[-1] and "bits per byte (first 4 batches: 1,024 tokens" in printed[-1]
     run_dir = root / "runs" / "learns"
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "loss.png", "tokenizer"):
         assert (run_dir / name).exists(), name

@@ -50,16 +50,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix-token-id", type=int, help="the token an empty context (BLiMP) is scored after "
                                                        "(default: the tokenizer's BOS, else end-of-text: "
                                                        "lm-eval's rule); recorded in each result")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no items-done display on stderr (it is off anyway when stderr is not a terminal)")
+
+
+class _Progress:
+    """`stlm eval: blimp 12,288/67,000 items` rewritten in place on stderr (a terminal only)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.shown = False
+
+    def for_task(self, name: str):
+        if not self.enabled:
+            return None
+
+        def show(done: int, total: int) -> None:
+            print(f"\rstlm eval: {name} {done:,}/{total:,} items", end="", file=sys.stderr, flush=True)
+            self.shown = True
+        return show
+
+    def end(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+            self.shown = False
+
+
+def _written(write, saved: list[Path]):
+    """`write()`, whose OSError becomes a one-line error saying the results themselves are saved."""
+    try:
+        return write()
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or 'a file'} ({exc.strerror or exc}); the results "
+                        f"are saved in {', '.join(map(str, saved))}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from stlm.datadir import data_dir
     from stlm.device import resolve_device
-    from stlm.eval.output import save_task, write_results_md
+    from stlm.eval.output import EVAL_DIR, mixed_checkpoints, save_task, write_results_md
     from stlm.eval.plots import blimp_chart
     from stlm.eval.run_tasks import run_bpb, run_grammar
     from stlm.eval.runner import SUBSET_SEED, run_task
     from stlm.eval.tasks import get_task, load_task_files
+    from stlm.output_paths import writable_folder
     from stlm.runs import load_run, read_config
 
     if args.limit is not None and args.limit < 1:
@@ -76,12 +110,17 @@ def run(args: argparse.Namespace) -> int:
     if args.data and "bpb" not in tasks:
         raise UserError("--data only applies to the bpb task; add bpb to --tasks")
     root = data_dir(args.data_dir) if any(tasks.values()) else None
+    read_config(Path(args.run))  # a run directory, before anything is created in it
+    writable_folder(Path(args.run) / EVAL_DIR, "evaluation results",
+                    "make the run directory writable (or copy the run somewhere writable) and rerun")
 
     loaded = load_run(args.run, args.checkpoint, resolve_device(args.device))
     batch_size = args.batch_size or loaded.cfg.eval.batch_size
     seed = SUBSET_SEED if args.seed is None else args.seed
     where = {"run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name, "step": loaded.step}
-    for name, task in tasks.items():
+    progress = _Progress(not args.no_progress)
+    saved: list[Path] = []
+    for n_done, (name, task) in enumerate(tasks.items()):
         print(f"stlm eval: {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         if name == "bpb":
@@ -90,14 +129,25 @@ def run(args: argparse.Namespace) -> int:
             summary = run_grammar(loaded, args.limit, batch_size)
         else:
             summary = run_task(task, loaded.model, loaded.tokenizer, root, args.limit, batch_size,
-                               seed=seed, prefix_token_id=args.prefix_token_id).summary
+                               seed=seed, prefix_token_id=args.prefix_token_id, context_length=loaded.context,
+                               progress=progress.for_task(name)).summary
+        progress.end()
         summary.update(where)
-        path = save_task(loaded.run_dir, summary)
+        path = save_task(loaded.run_dir, summary, saved, list(tasks)[n_done + 1:])
+        saved.append(path)
+        long = summary.get("long_continuations")
+        if long:
+            print(f"stlm eval: {name}: {long:,} items have a choice longer than the {loaded.context}-token "
+                  f"context; scored in several windows (docs/adding_a_task.md)", file=sys.stderr)
         print(f"stlm eval: {name} done in {time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr)
         if name == "blimp":
-            chart = blimp_chart({loaded.run_dir.name: summary}, path.with_suffix(".png"))
+            chart = _written(lambda: blimp_chart({loaded.run_dir.name: summary}, path.with_suffix(".png")), saved)
             print(f"stlm eval: BLiMP chart -> {chart}", file=sys.stderr)
-    md, table = write_results_md(loaded.run_dir)
+    md, table = _written(lambda: write_results_md(loaded.run_dir), saved)
     print(table)
     print(f"\n(saved {md})")
+    mixed = mixed_checkpoints(loaded.run_dir)
+    if mixed:
+        print(f"stlm eval: warning: {md} mixes checkpoints ({mixed}); rerun the other tasks with "
+              f"--checkpoint {loaded.checkpoint.name} to compare them", file=sys.stderr)
     return 0

@@ -5,6 +5,9 @@ final metrics against the swept values (`stlm.train.sweep_report`).
 Reads each run's RUN/eval/<task>.json (written by `stlm eval`) and RUN/summary.json (written by
 training) when present; writes report.md, report.png (accuracy per task, bits per byte) and, when
 any run has BLiMP results, blimp.png (per paradigm, beside the published models and humans).
+Each run's column says which checkpoint its results come from; numbers that are not comparable
+(different --limit subsets, validation data or context, or one run's tasks from different
+checkpoints) are flagged in the table and on stderr.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ def _labels(paths: list[Path]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stlm.eval.output import comparison_table, load_results
+    import sys
+
+    from stlm.eval.output import comparison_table, comparison_warnings, load_results
     from stlm.eval.plots import blimp_chart, compare_chart
+    from stlm.output_paths import writable_folder
     from stlm.runs import SUMMARY_FILE
     from stlm.fileio import write_atomic
 
@@ -50,20 +56,30 @@ def run(args: argparse.Namespace) -> int:
     summaries = {}
     for label, p in zip(labels, paths):
         if (p / SUMMARY_FILE).is_file():
-            summaries[label] = json.loads((p / SUMMARY_FILE).read_text())
+            try:
+                summaries[label] = json.loads((p / SUMMARY_FILE).read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise UserError(f"{p / SUMMARY_FILE} is damaged ({exc}); move it away to report "
+                                f"the run's evaluation results only") from None
     if not any(results.values()) and not summaries:
         raise UserError(f"nothing to report: none of {', '.join(map(str, paths))} has eval/*.json or "
                         f"{SUMMARY_FILE}; run `stlm eval RUN --tasks ...` first")
-    out = Path(args.out) if args.out else paths[0].parent / "report"
+    out = writable_folder(Path(args.out) if args.out else paths[0].parent / "report", "the report",
+                          "choose a writable folder with --out")
     table = comparison_table(results, summaries)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "report.md", f"# stlm report\n\nruns: {', '.join(map(str, paths))}\n\n{table}\n".encode())
+    for warning in comparison_warnings(results):
+        print(f"stlm report: warning: not comparable: {warning}", file=sys.stderr)
     print(table)
     written = [out / "report.md"]
-    if any(results.values()):
-        written.append(compare_chart(results, out / "report.png"))
-    blimp = {label: res["blimp"] for label, res in results.items() if "blimp" in res}
-    if blimp:
-        written.append(blimp_chart(blimp, out / "blimp.png"))
+    try:
+        write_atomic(out / "report.md", f"# stlm report\n\nruns: {', '.join(map(str, paths))}\n\n{table}\n".encode())
+        if any(results.values()):
+            written.append(compare_chart(results, out / "report.png"))
+        blimp = {label: res["blimp"] for label, res in results.items() if "blimp" in res}
+        if blimp:
+            written.append(blimp_chart(blimp, out / "blimp.png"))
+    except OSError as exc:
+        raise UserError(f"cannot write the report in {out} ({exc.strerror or exc}); the table is printed "
+                        f"above; choose another folder with --out") from None
     print(f"\n(saved {', '.join(map(str, written))})")
     return 0

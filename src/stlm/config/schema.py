@@ -121,6 +121,9 @@ class DataConfig:
     """A corpus: sources (mixed by weight, or ordered in stages), its tokenizer and splits."""
 
     name: str = "grammar"
+    # Shorthand for the one source's path in `data=text` (its preset reads `${data.path}`):
+    # `stlm train data=text data.path=FILE` is `data.sources.0.path=FILE`.
+    path: Optional[str] = None
     sources: List[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     stages: List[StageConfig] = field(default_factory=list)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

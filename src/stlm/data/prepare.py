@@ -32,7 +32,8 @@ from stlm.data.encode import Encoder
 from stlm.data.mix import mix, stages, training_text
 from stlm.data.shards import ShardedTokens, ShardWriter, dtype_for, shard_name
 from stlm.data.sources import SPLITS, is_endless
-from stlm.errors import DISK_ERRNOS, UserError, disk_fix, require_writable
+from stlm.errors import DISK_ERRNOS, UserError, disk_fix
+from stlm.output_paths import writable_folder
 from stlm.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 from stlm.fileio import write_atomic
 from stlm.tokenizers.base import META_FILE as TOKENIZER_META
@@ -99,8 +100,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
 
 
 def _prepare_cached(cfg: DataConfig, cache: Path, progress: bool) -> PreparedData:
-    cache.mkdir(parents=True, exist_ok=True)
-    require_writable(cache, "the data cache must be writable: set data.cache_dir= to another folder")
+    writable_folder(cache, "prepared data", "set data.cache_dir=DIR to a writable folder")
     with _locked(cache / f".{cfg.name}.lock"):  # one preparer per corpus name (e.g. DDP ranks)
         tokenizer = _tokenizer(cfg, cache, progress)
         key = _hash({"corpus": _corpus(cfg), "tokenizer": tokenizer.fingerprint(),
@@ -299,6 +299,9 @@ def _validate(cfg: DataConfig) -> None:
         raise UserError(f"data.val_fraction={cfg.val_fraction} must be in [0, 1)")
     if not cfg.name or "/" in cfg.name:
         raise UserError(f"data.name={cfg.name!r} must be a non-empty name without '/'")
+    if cfg.path is not None and not any(src.path == cfg.path for src in cfg.sources):
+        raise UserError(f"data.path={cfg.path} is only read by data=text (as its source's path); "
+                        f"for data={cfg.name} set data.sources.N.path=... instead")
     for split in SPLITS:
         cap = cfg.max_train_tokens if split == "train" else cfg.max_val_tokens
         for stage in stages(cfg, split):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import itertools
 import json
 import os
 import socket
@@ -32,6 +34,8 @@ Doc = Tuple[str, int]  # (text, invalid UTF-8 sequences replaced while reading i
 
 SPLITS = ("train", "val")
 MAX_DOC_BYTES = 16 << 20  # a longer paragraph of a .txt file is cut into documents at line ends
+SNIFF_BYTES = 64 << 10  # how much of each local file is checked for being text
+MAX_INVALID_UTF8 = 0.1  # more invalid UTF-8 than this fraction of the sniffed bytes: not a text file
 _FFFD = "\ufffd".encode()
 
 
@@ -92,8 +96,8 @@ def check_source(src: SourceConfig, where: str) -> None:
     if src.weight <= 0:
         raise UserError(f"{where}.weight={src.weight} must be > 0")
     if src.name == "text" and not src.path:
-        raise UserError(f"{where}: source 'text' needs a path: {where}.path=/path/to/file_or_folder "
-                        f"(.txt, .jsonl, or .gz of either)")
+        raise UserError(f"{where}: source 'text' needs a path: data.path=/path/to/file_or_folder (with "
+                        f"data=text) or {where}.path=... (.txt, .jsonl, or .gz of either)")
     if src.path:
         _existing(src.path, where)
 
@@ -153,17 +157,40 @@ def _text_documents(src: SourceConfig, invalid_utf8: str, where: str) -> Iterato
         if _text_kind(file) == "jsonl":
             yield from _jsonl_docs(file, src.text_field, invalid_utf8, where)
         else:
-            yield from _txt_docs(file, invalid_utf8)
+            yield from _txt_docs(file, invalid_utf8, where)
 
 
-def _lines(file: Path) -> Iterator[Tuple[int, int, bytes]]:
-    """(line number, byte offset, line) of a file, gunzipped if it ends in .gz."""
+def check_is_text(head: bytes, file: Path, where: str) -> None:
+    """Refuse a file that is not text (an image or archive renamed .txt, UTF-16), judged by its
+    first bytes `head` (decompressed): a NUL byte, or mostly invalid UTF-8. Binary input would
+    otherwise become a few huge "documents" that make tokenizer training take hours."""
+    fix = f"convert it to UTF-8 text or remove it from {where}.path"
+    if b"\0" in head:
+        raise UserError(f"{where}.path: {file} is not a text file (it contains NUL bytes: binary data, "
+                        f"or UTF-16 text); {fix}")
+    invalid = head.decode("utf-8", errors="replace").count("\ufffd") - head.count(_FFFD)
+    if invalid > max(MAX_INVALID_UTF8 * len(head), 8):  # a short Latin-1 note is still text
+        raise UserError(f"{where}.path: {file} is not UTF-8 text ({invalid} invalid UTF-8 sequences in its "
+                        f"first {len(head):,} bytes); {fix}")
+
+
+def _lines(file: Path, where: str) -> Iterator[Tuple[int, int, bytes]]:
+    """(line number, byte offset, line) of a file, gunzipped if it ends in .gz, after checking
+    that its first `SNIFF_BYTES` are text (read once: a named pipe works too)."""
     opener = gzip.open if file.name.lower().endswith(".gz") else open
     offset = 0
-    with opener(file, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            yield number, offset, line
-            offset += len(line)
+    try:
+        with opener(file, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+            check_is_text(head, file, where)
+            if head and not head.endswith(b"\n"):
+                head += f.readline()  # the rest of the line the sniffed bytes end in
+            for number, line in enumerate(itertools.chain(io.BytesIO(head), f), start=1):
+                yield number, offset, line
+                offset += len(line)
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise UserError(f"{where}.path: cannot read {file} as gzip ({e}); give .gz only to "
+                        f"gzip-compressed files") from None
 
 
 def _decode(raw: bytes, file: Path, offset: int, line: int, invalid_utf8: str) -> Doc:
@@ -182,11 +209,11 @@ def _decode(raw: bytes, file: Path, offset: int, line: int, invalid_utf8: str) -
     return text, text.count("\ufffd") - raw.count(_FFFD)  # genuine U+FFFD are not replacements
 
 
-def _txt_docs(file: Path, invalid_utf8: str) -> Iterator[Doc]:
+def _txt_docs(file: Path, invalid_utf8: str, where: str) -> Iterator[Doc]:
     """Documents of a plain text file: paragraphs separated by blank lines."""
     lines: list[bytes] = []
     size = start = first_line = 0
-    for number, offset, line in _lines(file):
+    for number, offset, line in _lines(file, where):
         if line.strip():
             if not lines:
                 start, first_line = offset, number
@@ -203,7 +230,7 @@ def _txt_docs(file: Path, invalid_utf8: str) -> Iterator[Doc]:
 
 def _jsonl_docs(file: Path, field: str, invalid_utf8: str, where: str) -> Iterator[Doc]:
     """Documents of a JSON-lines file: the `field` string of each object."""
-    for number, offset, line in _lines(file):
+    for number, offset, line in _lines(file, where):
         if not line.strip():
             continue
         text, bad = _decode(line, file, offset, number, invalid_utf8)

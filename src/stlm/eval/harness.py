@@ -9,9 +9,11 @@ Model args: run (the run directory), checkpoint (best | last | step-N), prefix_t
 an empty context is scored after; default the tokenizer's BOS, else end-of-text, as lm-eval's
 `hf` model); batch size and device come
 from lm-eval's --batch_size (its default is 1: pass e.g. 64) and --device (CPU when CUDA is absent).
+`max_length` is the run's trained context (`LoadedRun.context`), not the model's maximum.
 
 Loglikelihoods go through `stlm.eval.scoring.score_continuations` (the harness's context /
-continuation split comes from `TemplateLM`, this adapter only scores tokens);
+continuation split comes from `TemplateLM`, this adapter only scores tokens; a continuation longer
+than the window is scored whole in several windows, where lm-eval's `hf` backend refuses it);
 `loglikelihood_rolling` uses the harness's disjoint rolling windows with end-of-text as prefix;
 `generate_until` decodes greedily (sampling when `do_sample`) after the end-of-text token, with
 the KV cache, and cuts at the first stop string. lm-eval is an optional extra (`stlm[eval]`):
@@ -53,7 +55,7 @@ class StlmLM(TemplateLM):
     def __init__(self, run: str | None = None, checkpoint: str = "best", batch_size: int | str = 64,
                  device: str | None = None, model: torch.nn.Module | None = None, tokenizer=None,
                  max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, max_batch_size: int | None = None,
-                 prefix_token_id: int | None = None):
+                 prefix_token_id: int | None = None, context_length: int | None = None):
         super().__init__()
         if model is None:
             if run is None:
@@ -65,6 +67,7 @@ class StlmLM(TemplateLM):
             # lm-eval's default is cuda:0: without CUDA that means the CPU, not an error
             loaded = load_run(run, checkpoint, resolve_device(device, fallback=True))
             model, tokenizer = loaded.model, loaded.tokenizer
+            context_length = context_length or loaded.context  # the trained window, not the model's
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with the model")
         self.model, self.tok = model.eval(), tokenizer
@@ -73,6 +76,7 @@ class StlmLM(TemplateLM):
         self.batch_size = 64 if str(batch_size).startswith("auto") else int(batch_size)
         self.max_gen_toks = int(max_gen_toks)
         self._prefix_token_id, _ = self.tok.prefix_id(None if prefix_token_id is None else int(prefix_token_id))
+        self._context = min(int(context_length or model.cfg.context_length), model.cfg.context_length)
 
     @property
     def eot_token_id(self) -> int:
@@ -84,7 +88,7 @@ class StlmLM(TemplateLM):
 
     @property
     def max_length(self) -> int:
-        return self.model.cfg.context_length
+        return self._context
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         return self.tok.encode(string)
@@ -94,7 +98,7 @@ class StlmLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         scores = score_continuations(self.model, [(ctx, cont) for _, ctx, cont in requests],
-                                     self.batch_size, self._device)
+                                     self.batch_size, self._device, self.max_length)
         out = [(s.logprob, s.is_greedy) for s in scores]
         for (key, _, _), result in zip(requests, out):
             if key is not None:  # rolling windows have no (context, continuation) strings
@@ -212,14 +216,35 @@ def _hub_schema(task: str, data: dict) -> dict:
     return data
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`lm_eval`'s command line with the `stlm` model registered."""
+HARNESS_OFFLINE_FIX = ("lm-eval reads its tasks from the hub; offline, evaluate with `stlm eval RUN --tasks "
+                       "blimp,hellaswag,... --data-dir DIR` (local files in the layout of ../shared/data, or "
+                       "$STLM_DATA_DIR), or set HF_DATASETS_OFFLINE=1 when the task data is in your Hugging "
+                       "Face cache")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`lm_eval`'s command line with the `stlm` model registered. When it is asked to run tasks and
+    the hub cannot be reached (and `datasets` is not told to stay offline), it fails within
+    seconds with one line saying how to evaluate from local files, instead of retrying for a
+    minute and ending in a traceback."""
     from lm_eval.__main__ import cli_evaluate
 
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
+    from stlm.data.sources import check_hub_reachable, hub_offline
+    from stlm.errors import UserError
+    from stlm.eval.sources import HUB_TIMEOUT_S
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    sys.argv = [sys.argv[0], *args]
+    wants_tasks = any(a == "--tasks" or a.startswith("--tasks=") for a in args)
+    try:
+        if wants_tasks and not hub_offline():
+            check_hub_reachable(HUB_TIMEOUT_S, "the lm-eval task data", HARNESS_OFFLINE_FIX)
+    except UserError as exc:
+        print(f"stlm.eval.harness: error: {exc}", file=sys.stderr)
+        return 2
     cli_evaluate()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

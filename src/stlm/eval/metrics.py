@@ -8,6 +8,9 @@
   `np.argmax` picks the lowest tied index, so a model that scores every choice alike would be
   "right" whenever the gold answer is first (the STLM evaluator's BLiMP and MMLU bug). With real
   float scores ties practically never happen; they are counted and reported as `ties`.
+- An item with a choice longer than the model's trained context window is scored whole, in
+  consecutive windows (`stlm.eval.scoring`; lm-eval's `hf` backend refuses such items); such
+  items are counted and reported as `long_continuations`.
 - Standard errors are lm-eval's: the sample standard deviation over items / sqrt(n) for a task;
   for a task made of subtasks (BLiMP paradigms, MMLU subjects), the group formulas of
   `lm_eval.api.group`: pooled variance when the overall score weights subtasks by size, and
@@ -37,15 +40,16 @@ class ItemResult:
     pred: int | None  # None: tied at the top
     pred_norm: int | None
     gold: int
+    long: bool = False  # a choice was longer than the context window (scored in several windows)
 
     @property
     def values(self) -> dict[str, float]:
         return {"acc": float(self.pred == self.gold), "acc_norm": float(self.pred_norm == self.gold)}
 
 
-def judge(item: Item, logprobs: Sequence[float]) -> ItemResult:
+def judge(item: Item, logprobs: Sequence[float], long: bool = False) -> ItemResult:
     normed = [lp / n for lp, n in zip(logprobs, item.norm_lengths)]
-    return ItemResult(tuple(logprobs), pick(logprobs), pick(normed), item.gold)
+    return ItemResult(tuple(logprobs), pick(logprobs), pick(normed), item.gold, long)
 
 
 def mean_stderr(values: Sequence[float]) -> float | None:
@@ -102,6 +106,7 @@ def summarize(items: Sequence[Item], results: Sequence[ItemResult], metrics: Seq
     out["ties"] = {"acc": sum(r.pred is None for r in results)}
     if "acc_norm" in metrics:
         out["ties"]["acc_norm"] = sum(r.pred_norm is None for r in results)
+    out["long_continuations"] = sum(r.long for r in results)
     groups: dict[str, dict[str, dict]] = {}
     for key in group_keys:
         members: dict[str, list[int]] = defaultdict(list)

@@ -52,7 +52,8 @@ def run_grammar(run: LoadedRun, per_paradigm: int | None, batch_size: int) -> di
 
     start = time.perf_counter()
     n = per_paradigm or run.cfg.eval.pairs_per_paradigm
-    res = grammar_pair_accuracy(run.model, run.tokenizer, n, run.cfg.eval.pairs_seed, batch_size)
+    res = grammar_pair_accuracy(run.model, run.tokenizer, n, run.cfg.eval.pairs_seed, batch_size,
+                                context_length=run.context)
     total = sum(res.counts.values())
 
     def entry(acc: float, count: int) -> dict:

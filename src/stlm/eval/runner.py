@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -54,21 +54,35 @@ class TaskRun:
     results: list[ItemResult]
 
 
+PROGRESS_ITEMS = 512  # items scored between two progress reports (results equal to float rounding)
+
+
 def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: Sequence[Item], batch_size: int = 64,
-                device: torch.device | str | None = None, prefix_token_id: int | None = None) -> list[ItemResult]:
-    pairs = [req for item in items for req in item.requests]
-    scores = score_continuations(model, encode_requests(tokenizer, pairs, prefix_token_id), batch_size, device)
-    out, pos = [], 0
-    for item in items:
-        n = len(item.requests)
-        out.append(judge(item, [s.logprob for s in scores[pos : pos + n]]))
-        pos += n
+                device: torch.device | str | None = None, prefix_token_id: int | None = None,
+                context_length: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> list[ItemResult]:
+    """Each item's outcome, scored with at most `context_length` tokens of context (the trained
+    one; default the model's). `progress(done, total)` is called after every `PROGRESS_ITEMS`."""
+    out: list[ItemResult] = []
+    for start in range(0, len(items), PROGRESS_ITEMS):
+        chunk = items[start : start + PROGRESS_ITEMS]
+        pairs = [req for item in chunk for req in item.requests]
+        scores = score_continuations(model, encode_requests(tokenizer, pairs, prefix_token_id), batch_size, device, context_length)
+        pos = 0
+        for item in chunk:
+            n = len(item.requests)
+            mine = scores[pos : pos + n]
+            out.append(judge(item, [s.logprob for s in mine], long=any(s.windows > 1 for s in mine)))
+            pos += n
+        if progress is not None:
+            progress(len(out), len(items))
     return out
 
 
 def run_task(task: MultipleChoiceTask, model: torch.nn.Module, tokenizer: Tokenizer, root: Path | None,
              limit: int | None = None, batch_size: int = 64, device: torch.device | str | None = None,
-             seed: int = SUBSET_SEED, prefix_token_id: int | None = None) -> TaskRun:
+             seed: int = SUBSET_SEED, prefix_token_id: int | None = None,
+             context_length: int | None = None, progress: Callable[[int, int], None] | None = None) -> TaskRun:
     """Score `task` (see the module docstring); `prefix_token_id` as in `encode_requests`, and
     recorded in the summary with where it came from (chosen, bos or eot)."""
     start = time.perf_counter()
@@ -78,13 +92,14 @@ def run_task(task: MultipleChoiceTask, model: torch.nn.Module, tokenizer: Tokeni
         chosen = {id(r) for r in select_subset(records, limit, task.name, seed)}
         items = [it for r, it in zip(records, items) if id(r) in chosen]
     loaded = time.perf_counter()
-    results = score_items(model, tokenizer, items, batch_size, device, prefix_token_id)
+    window = min(context_length or model.cfg.context_length, model.cfg.context_length)
+    results = score_items(model, tokenizer, items, batch_size, device, prefix_token_id, window, progress)
     prefix, prefix_source = tokenizer.prefix_id(prefix_token_id)
     scored = time.perf_counter()
     sources = {r.source for r in records}
     summary = {"task": task.name, "split": task.split,
                "source": sources.pop() if len(sources) == 1 else str(root) if root else "hub",
-               "limit": limit, "subset_seed": seed if limit is not None else None,
+               "limit": limit, "subset_seed": seed if limit is not None else None, "context": window,
                "prefix_token_id": prefix, "prefix_token": prefix_source,
                **summarize(items, results, task.metrics, task.subtask,
                            task.weight_by_size, task.group_keys),

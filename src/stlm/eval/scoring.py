@@ -3,9 +3,17 @@ minimal pairs, multiple-choice tasks and the lm-evaluation-harness adapter.
 
 A request is (context ids, continuation ids). We sum the log-probabilities the model gives each
 continuation token after the context, as lm-evaluation-harness does (`is_greedy`: every
-continuation token is the model's argmax). Inputs longer than the model's context are cut from
-the left exactly as the harness cuts them (`(ctx + cont)[-(context_length + 1):]`), so the
-continuation is kept whole unless it alone is longer than the context window.
+continuation token is the model's argmax). The window is the context the model was trained at
+(`LoadedRun.context`, i.e. `train.context_length`, which may be shorter than the model's
+`context_length`): positions it never trained on are never scored. Inputs longer than the window
+are cut from the left exactly as the harness cuts them (`(ctx + cont)[-(window + 1):]`), so the
+continuation is kept whole.
+
+A continuation longer than the window itself (lm-eval's `hf` backend refuses such a request) is
+scored whole, in consecutive windows from its end backwards: each window holds `window` inputs
+and scores the continuation tokens not scored by a later window, so every continuation token
+counts (dropping its first tokens would make choices that differ only early tie). Such requests
+report `windows > 1`; evaluation counts them per task (`long_continuations`).
 
 What makes it fast, without changing any result beyond float rounding:
 - identical requests are scored once;
@@ -40,6 +48,7 @@ class Score:
     logprob: float  # summed log-probability of the continuation, in nats
     is_greedy: bool  # every continuation token was the model's argmax
     n_tokens: int
+    windows: int = 1  # > 1: the continuation was longer than the window and scored in pieces
 
 
 @dataclass(frozen=True)
@@ -52,12 +61,29 @@ class _Seq:
     first: int
 
 
+def _windows(ctx: Sequence[int], cont: Sequence[int], window: int) -> list[_Seq]:
+    """The sequences that score `cont` after `ctx` with at most `window` inputs each: one when the
+    continuation fits, else consecutive pieces of it, each after the `window` tokens before it."""
+    full = tuple(ctx) + tuple(cont)
+    first_scored = len(ctx)  # index in `full` of the first continuation token
+    seqs, end = [], len(full)  # `end`: one past the last target still to score
+    while end > first_scored:
+        lo = max(0, end - 1 - window)  # inputs full[lo : end - 1] predict full[lo + 1 : end]
+        start = max(first_scored, lo + 1)
+        seqs.append(_Seq(full[lo : end - 1], full[lo + 1 : end], start - lo - 1))
+        end = start
+    return seqs
+
+
 @torch.no_grad()
 def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
-                        batch_size: int = 64, device: torch.device | str | None = None) -> list[Score]:
+                        batch_size: int = 64, device: torch.device | str | None = None,
+                        context_length: int | None = None) -> list[Score]:
+    """Score each (context, continuation) request with at most `context_length` inputs per forward
+    pass (default: the model's context length; pass the trained one, `LoadedRun.context`)."""
     if device is None:
         device = next(model.parameters()).device
-    max_len = model.cfg.context_length + 1
+    window = min(context_length or model.cfg.context_length, model.cfg.context_length)
     index: dict[_Seq, int] = {}
     which = []
     for ctx, cont in requests:
@@ -65,9 +91,7 @@ def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequenc
             raise ValueError("a continuation must have at least one token")
         if len(ctx) == 0:
             raise ValueError("a context must have at least one token (use the end-of-text id)")
-        full = (tuple(ctx) + tuple(cont))[-max_len:]
-        seq = _Seq(full[:-1], full[1:], len(full) - 1 - min(len(cont), len(full) - 1))
-        which.append(index.setdefault(seq, len(index)))
+        which.append([index.setdefault(seq, len(index)) for seq in _windows(ctx, cont, window)])
     seqs = list(index)
     logprob = torch.zeros(len(seqs), dtype=torch.float64)
     misses = torch.zeros(len(seqs), dtype=torch.long)  # scored tokens that were not the argmax
@@ -80,7 +104,9 @@ def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequenc
                              torch.device(device), logprob, misses)
     finally:
         model.train(was_training)
-    return [Score(float(logprob[i]), bool(misses[i] == 0), len(seqs[i].inputs) - seqs[i].first) for i in which]
+    lp, miss = logprob.tolist(), misses.tolist()
+    return [Score(sum(lp[i] for i in w), not any(miss[i] for i in w),
+                  sum(len(seqs[i].inputs) - seqs[i].first for i in w), len(w)) for w in which]
 
 
 def _clusters_by_prefix_length(seqs: list[_Seq]) -> dict[int, list[list[int]]]:

@@ -10,6 +10,7 @@ with a message that says how to point at local files instead.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,9 @@ def local_file(root: Path, relative: str, task: str) -> Path:
 
 def read_jsonl(path: Path, subtask: str | None = None) -> list[Record]:
     records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            line = _utf8(raw, path, n)
             if not line.strip():
                 continue
             try:
@@ -103,10 +105,20 @@ def read_jsonl(path: Path, subtask: str | None = None) -> list[Record]:
     return _non_empty(records, path)
 
 
+def _utf8(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}, line {line}: not UTF-8 text (a binary file, or another encoding); "
+                        f"convert it to UTF-8") from None
+
+
 def read_csv(path: Path, subtask: str | None = None) -> list[Record]:
     """A csv file with a header row; `line` is where each row starts in the file."""
     records = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, "rb") as f:
+        lines = [_utf8(raw, path, n) for n, raw in enumerate(f, 1)]
+    with io.StringIO("".join(lines), newline="") as f:
         reader = csv.DictReader(f)
         start = 2
         for row in reader:

@@ -1,9 +1,11 @@
 """Write a trained run as a Hugging Face model folder that `AutoModelForCausalLM` loads with no
 custom code: a plain-Llama run becomes `LlamaForCausalLM` (config.json + model.safetensors).
 
-The tokenizer goes beside it: a trained BPE (or an imported model's tokenizer) as `tokenizer.json`
-for `PreTrainedTokenizerFast`; GPT-2 runs use the standard `gpt2` tokenizer (the same ids); every
-run also keeps stlm's own tokenizer files under `stlm_tokenizer/`. A model card (README.md) from
+The tokenizer goes beside it, loadable with `AutoTokenizer` (`stlm.hf.tokenizer`): a trained BPE
+(or an imported model's tokenizer) as `tokenizer.json`, GPT-2 runs as GPT-2's vocab.json /
+merges.txt rebuilt from the run's tiktoken file; every run also keeps stlm's own tokenizer files
+under `stlm_tokenizer/`. The folder is written under a temporary name and renamed when complete;
+its parent is checked to be writable before the run is loaded. A model card (README.md) from
 the run's config, training and evaluation results goes with it (`stlm.hf.model_card`).
 """
 
@@ -17,6 +19,8 @@ from pathlib import Path
 from stlm.errors import UserError
 from stlm.hf.llama import check_llama_compatible, to_hf_llama
 from stlm.hf.model_card import write_model_card
+from stlm.hf.tokenizer import save_hf_tokenizer
+from stlm.output_paths import writable_folder
 from stlm.train.checkpoint import load_weights, read_meta
 
 
@@ -24,18 +28,30 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ba
     """Write the run's checkpoint `which` to `out_dir`; with `babylm`, `out_dir/main` holds it and
     `out_dir/chck_{N}M` each BabyLM checkpoint (`stlm.train.babylm`), one HF branch each."""
     from stlm.runs import load_run
-    from stlm.train.babylm import META_FILE, babylm_checkpoints
 
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder; choose a new folder")
+    writable_folder(out.parent, "the exported model", "choose a writable place for the output folder")
     loaded = load_run(run_dir, which=which, device="cpu")
     try:
         check_llama_compatible(loaded.model.cfg)
     except ValueError as e:
         raise UserError(f"{e}; only plain-Llama runs export to transformers without custom code") from e
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; choose a new folder")
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_all(loaded, tmp, out, babylm)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write the exported model to {out} ({exc.strerror or exc}); nothing was "
+                        f"left behind; free space or choose another folder, then rerun") from None
+    return out
+
+
+def _write_all(loaded, tmp: Path, out: Path, babylm: bool) -> None:
+    from stlm.train.babylm import META_FILE, babylm_checkpoints
+
     if not babylm:
         _write_folder(loaded, read_meta(loaded.checkpoint), tmp, out.name)
     else:
@@ -52,7 +68,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ba
     if out.exists():
         out.rmdir()
     tmp.rename(out)
-    return out
 
 
 def _write_folder(loaded, meta: dict, folder: Path, name: str) -> None:
@@ -63,12 +78,5 @@ def _write_folder(loaded, meta: dict, folder: Path, name: str) -> None:
     hf.config.eos_token_id, hf.config.bos_token_id = tok.eot_id, bos
     hf.save_pretrained(folder)
     tok.save(folder / "stlm_tokenizer")
-    if tok.kind in ("bpe", "hf"):
-        from tokenizers import Tokenizer as RustTokenizer
-        from transformers import PreTrainedTokenizerFast
-
-        rust = RustTokenizer.from_file(str(folder / "stlm_tokenizer" / "tokenizer.json"))
-        fast = PreTrainedTokenizerFast(tokenizer_object=rust, eos_token=rust.id_to_token(tok.eot_id),
-                                       bos_token=rust.id_to_token(bos))
-        fast.save_pretrained(folder)
+    save_hf_tokenizer(tok, folder / "stlm_tokenizer", folder)
     write_model_card(folder, loaded, meta, name)

@@ -118,9 +118,11 @@ def evaluate_model(run_dir: Path, plan: Plan, s: StudySettings) -> dict:
         task = _read_once(name, s.data_root)
         if task is None:
             return None
-        return _task_numbers(run_task(task, model, tok, s.data_root, limit=plan.blimp_limit).summary)
+        return _task_numbers(run_task(task, model, tok, s.data_root, limit=plan.blimp_limit,
+                                      context_length=run.context).summary)
 
-    pairs = evaluate_pairs(model, tok, minimal_pair_suite(EvalConfig().pairs_seed, plan.grammar_pairs))
+    pairs = evaluate_pairs(model, tok, minimal_pair_suite(EvalConfig().pairs_seed, plan.grammar_pairs),
+                           context_length=run.context)
     result = {"settings": settings, "test_bpb": test["bpb"], "test_tokens": test["tokens"],
               "blimp": blimp("blimp"), "blimp_filtered": blimp("blimp_filtered"),
               "grammar_pairs": pairs.to_dict()}

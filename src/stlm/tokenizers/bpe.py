@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 HF_FILE = "tokenizer.json"
 MIN_VOCAB = 257  # 256 single bytes + end-of-text
+# Longest piece of text the BPE trainer sees at once. Its time grows with the square of the longest
+# pre-tokenized "word", and a document without spaces (base64, a minified file, a binary file
+# decoded as text) is one huge word: longer documents are cut, at whitespace where there is any.
+MAX_TRAIN_PIECE_CHARS = 4096
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -125,9 +129,25 @@ class BPETokenizer(Tokenizer):
         write_atomic(directory / HF_FILE, self._hf.to_str().encode())
 
 
+def training_pieces(text: str, limit: int = MAX_TRAIN_PIECE_CHARS) -> Iterator[str]:
+    """`text` in consecutive pieces of at most `limit` characters, each cut just before the last
+    space or newline inside its window when there is one (so a word keeps its leading space, as
+    the byte-level pre-tokenizer splits it, and ordinary words are never split)."""
+    start = 0
+    while len(text) - start > limit:
+        end = start + limit
+        cut = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+        end = cut if cut > start else end
+        yield text[start:end]
+        start = end
+    if start < len(text):
+        yield text[start:]
+
+
 def _take_chars(texts: Iterable[str], max_chars: int | None, seen: list[int]) -> Iterator[str]:
-    """Stream `texts`, cut to `max_chars` characters in all; `seen[0]` counts what was yielded."""
-    for text in texts:
+    """Stream `texts` as training pieces, cut to `max_chars` characters in all; `seen[0]` counts
+    what was yielded."""
+    for text in (piece for doc in texts for piece in training_pieces(doc)):
         if max_chars is not None and seen[0] + len(text) >= max_chars:
             text = text[: max_chars - seen[0]]
             seen[0] += len(text)

@@ -97,7 +97,7 @@ class ProgressBar:
 
     def print(self, text: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(text, highlight=False)
+            self._progress.console.print(text, highlight=False, soft_wrap=True)  # a line stays one line
         else:
             print(text, flush=True)
 

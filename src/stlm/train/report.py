@@ -26,7 +26,7 @@ def final_report(trainer, total_seconds: float) -> tuple[dict[str, Any], PairRes
     pairs = None
     if cfg.data.name == "grammar" and cfg.eval.minimal_pairs:
         pairs = grammar_pair_accuracy(model, tokenizer, cfg.eval.pairs_per_paradigm, cfg.eval.pairs_seed,
-                                      cfg.eval.batch_size)
+                                      cfg.eval.batch_size, context_length=trainer.context)
     sample = generate(model, tokenizer, cfg.eval.sample_prompt, cfg.eval.sample_tokens,
                       temperature=0.8, top_k=50, seed=cfg.seed, window=trainer.context)
     best = best_checkpoint(trainer.ckpt_dir)
@@ -38,6 +38,7 @@ def final_report(trainer, total_seconds: float) -> tuple[dict[str, Any], PairRes
         "train_seconds": trainer.state.elapsed_s, "total_seconds": total_seconds,
         "device": str(trainer.rt.device), "world_size": trainer.rt.world_size,
         "val_loss": val["loss"], "val_bpb": val["bpb"], "val_tokens": val["tokens"], "val_bytes": val["bytes"],
+        "val_batches": cfg.eval.final_val_batches,  # None: the whole validation split
         "best_checkpoint": best.name if best else None,
         "minimal_pairs": pairs.to_dict() if pairs else None,
         "sample": {"prompt": cfg.eval.sample_prompt, "text": sample},
@@ -45,6 +46,13 @@ def final_report(trainer, total_seconds: float) -> tuple[dict[str, Any], PairRes
     (trainer.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     plot_losses(trainer.run_dir / METRICS_FILE, trainer.run_dir / LOSS_PLOT, title=trainer.run_dir.name)
     return summary, pairs
+
+
+def _val_part(summary: dict[str, Any]) -> str:
+    """Which validation data the final numbers cover (the per-step ones cover train.eval_batches)."""
+    if summary.get("val_batches") is None:
+        return "whole split"
+    return f"first {summary['val_batches']} batches"
 
 
 def format_summary(summary: dict[str, Any], pairs: PairResults | None) -> str:
@@ -58,7 +66,7 @@ def format_summary(summary: dict[str, Any], pairs: PairResults | None) -> str:
                     f"{s['train_seconds']:.0f} s ({s['total_seconds']:.0f} s with data preparation and "
                     f"evaluation) on {s['device']}"),
         ("validation", f"loss {s['val_loss']:.4f} nats/token, {s['val_bpb']:.4f} bits per byte "
-                       f"({s['val_bytes']:,} bytes)"),
+                       f"({_val_part(s)}: {s['val_tokens']:,} tokens, {s['val_bytes']:,} bytes)"),
     ]
     if pairs is not None:
         tiers = ", ".join(f"{tier} {100 * acc:.1f}%" for tier, acc in pairs.per_tier.items())

@@ -226,7 +226,7 @@ class Trainer:
                     record = {"step": st.step, "tokens": st.tokens, **(record or {}),
                               "val_loss": val["loss"], "val_bpb": val["bpb"]}
                     bar.print(f"step {st.step}: train loss {out['loss']:.4f}, val loss {val['loss']:.4f}, "
-                              f"val bpb {val['bpb']:.4f}")
+                              f"val bpb {val['bpb']:.4f} (first {val['tokens']:,} val tokens)")
                 if record is not None and log is not None:
                     log.write(record)
                 if st.step % t.checkpoint_every == 0 or final:

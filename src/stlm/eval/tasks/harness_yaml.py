@@ -54,6 +54,8 @@ def read_spec(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise UserError(f"{path}: include cycle ({' -> '.join(map(str, seen + (path,)))})")
     try:
         spec = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a YAML task file (not UTF-8 text: a binary file?)") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(spec, dict):
