@@ -23,6 +23,7 @@ def test_schedule_is_1_to_10_then_every_10_to_100_million():
     assert schedule_millions() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("kind", ["byte", "bpe"])
 def test_words_counted_from_tokens_equal_whitespace_split(kind):
     text = require_shared("corpora/tinyshakespeare/input.txt").read_text()[:60_000]

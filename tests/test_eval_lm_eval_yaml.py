@@ -22,7 +22,7 @@ from stlm.eval.tasks import load_task_files
 from stlm.models import build_model
 
 lm_eval = pytest.importorskip("lm_eval")
-pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("one_thread"), pytest.mark.shared_data]
 from harness_agreement import assert_items_agree  # noqa: E402
 
 TASKS_DIR = Path(lm_eval.__file__).parent / "tasks"

@@ -16,7 +16,7 @@ from stlm.eval.tasks import TASKS, load_task_files
 from stlm.tokenizers import ByteTokenizer
 from test_eval_tasks import byte_model  # noqa: F401  (the shared random byte-level model fixture)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.shared_data]
 
 
 def test_stlm_tokenizers_prefix_with_end_of_text_and_a_chosen_id_wins():

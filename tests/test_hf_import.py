@@ -15,7 +15,7 @@ from stlm.errors import UserError
 from stlm.runs import load_run
 
 transformers = pytest.importorskip("transformers")
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.shared_data]
 
 TEXT = "ROMEO: But soft, what light through yonder window breaks? It is the east."
 

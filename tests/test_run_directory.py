@@ -362,9 +362,9 @@ def test_an_unwritable_data_cache_is_one_line(tmp_path, capsys):
     cache.mkdir()
     with unwritable(cache):
         err = cli_error(["train", *tiny_overrides(tmp_path, "nocache")], capsys)
-    assert f"cannot write in {cache}" in err and "data cache" in err and "data.cache_dir=" in err
+    assert f"cannot write prepared data to {cache}" in err and "data.cache_dir=" in err
     assert not (tmp_path / "runs" / "nocache").exists()
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     err = cli_error(["prepare", *tiny_overrides(blocker, "x")], capsys)  # the cache under a file
-    assert "cannot write the data cache" in err
+    assert "cannot write prepared data to" in err and "is a file, not a folder" in err

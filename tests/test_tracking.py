@@ -57,7 +57,7 @@ def test_wandb_offline_run(train, tmp_path, monkeypatch):
     for key in ("loss", "val_bpb", "grad_norm"):
         assert key.encode() in data
     assert json.dumps(records[-1]["loss"]).encode() in data and json.dumps(records[-1]["val_bpb"]).encode() in data
-    assert b"tiny_overrides" not in data and b"shakespeare" in data  # the resolved config went along
+    assert b"tiny_overrides" not in data and b"grammar-2k" in data  # the resolved config went along
 
 
 def test_tensorboard_event_file_and_run_info(train):

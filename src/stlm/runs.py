@@ -104,6 +104,7 @@ def _unwritable(run_dir: Path, exc: OSError) -> UserError:
 
 # What a run directory may hold before its first checkpoint (temporary files included).
 _RUN_FILES = {CONFIG_FILE, TOKENIZER_DIR, METRICS_FILE, CHECKPOINTS_DIR, SUMMARY_FILE, LOSS_PLOT,
+              "run_info.json", "wandb", "tensorboard", "babylm",
               f".tmp-{CONFIG_FILE}", f".tmp-{METRICS_FILE}", f".tmp-{SUMMARY_FILE}"}
 
 

@@ -217,7 +217,7 @@ def _hub_schema(task: str, data: dict) -> dict:
 
 
 HARNESS_OFFLINE_FIX = ("lm-eval reads its tasks from the hub; offline, evaluate with `stlm eval RUN --tasks "
-                       "blimp,hellaswag,... --data-dir DIR` (local files in the layout of ../shared/data, or "
+                       "blimp,hellaswag,... --data-dir DIR` (local files laid out as docs/data.md says, or "
                        "$STLM_DATA_DIR), or set HF_DATASETS_OFFLINE=1 when the task data is in your Hugging "
                        "Face cache")
 

@@ -21,6 +21,7 @@ import numpy as np
 from safetensors.torch import save_model
 
 from stlm.tokenizers.base import Tokenizer
+from stlm.train import checkpoint as ckpt
 
 BABYLM_DIR = "babylm"
 MODEL_FILE = "model.safetensors"
@@ -86,6 +87,9 @@ class BabyLMCheckpoints:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_model(model, str(tmp / MODEL_FILE))
+        # the checksum every weight load verifies (stlm.train.checkpoint), as in step-N folders
+        (tmp / ckpt.META_FILE).write_text(json.dumps({"format": ckpt.FORMAT_VERSION, "step": step,
+                                                      "sha256": {MODEL_FILE: ckpt.sha256_file(tmp / MODEL_FILE)}}))
         (tmp / META_FILE).write_text(json.dumps({"words_millions": millions, "step": step, "tokens": tokens,
                                                  "words": words, "words_per_token": self.words_per_token}))
         shutil.rmtree(final, ignore_errors=True)

@@ -178,6 +178,8 @@ def verify(checkpoint: Path, name: str) -> None:
 
 
 def _older_hint(checkpoint: Path) -> str:
+    if not _STEP_DIR.fullmatch(checkpoint.name):
+        return "delete it and save it again"
     older = [p for p in step_dirs(checkpoint.parent) if checkpoint_step(p) < checkpoint_step(checkpoint)]
     if not older:
         return "no older checkpoint is left: train the run again"
