@@ -1,0 +1,52 @@
+"""Short recovery fine-tuning after compression (as LLM-Pruner's LoRA recovery and ShortGPT's
+healing, here full-parameter): AdamW on the run's own training text, at the run's final learning
+rate by default, keeping pruned weights at zero where the method asks for it."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FINETUNE_SEED_OFFSET = 7919  # batches distinct from training's and calibration's
+
+
+def ids_targets(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch as (ids, targets): a (x, y) tuple or an object with .ids and .targets."""
+    return (batch.ids, batch.targets) if hasattr(batch, "ids") else (batch[0], batch[1])
+
+
+def logits_of(output) -> torch.Tensor:
+    """The logits of a forward pass (a tensor, or an output object with .logits)."""
+    return getattr(output, "logits", output)
+
+
+def finetune(model: nn.Module, batches, steps: int, lr: float, keep_zeros: bool,
+             log: Callable[[str], None] = print) -> dict[str, float]:
+    """`steps` AdamW steps on `batches` (a `TokenBatches`); returns the first and last losses."""
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    masks = [(p, p != 0) for p in params if p.dim() >= 2] if keep_zeros else []
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    losses = []
+    model.train()
+    try:
+        for step in range(steps):
+            x, y = (t.to(device) for t in ids_targets(batches.batch(step)))
+            logits = logits_of(model(x))
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for p, mask in masks:
+                    p.mul_(mask)
+            losses.append(float(loss))
+            if step == 0 or (step + 1) % max(1, steps // 5) == 0:
+                log(f"fine-tune step {step + 1}/{steps}: loss {losses[-1]:.4f}")
+    finally:
+        model.eval()
+    return {"first_loss": losses[0], "last_loss": losses[-1]}
