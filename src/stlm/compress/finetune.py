@@ -4,6 +4,7 @@ rate by default, keeping pruned weights at zero where the method asks for it."""
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -25,12 +26,14 @@ def logits_of(output) -> torch.Tensor:
 
 def finetune(model: nn.Module, batches, steps: int, lr: float, keep_zeros: bool,
              log: Callable[[str], None] = print) -> dict[str, float]:
-    """`steps` AdamW steps on `batches` (a `TokenBatches`); returns the first and last losses."""
+    """`steps` AdamW steps on `batches` (a `TokenBatches`); returns the first and last losses and
+    the seconds it took."""
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     masks = [(p, p != 0) for p in params if p.dim() >= 2] if keep_zeros else []
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     losses = []
+    started = time.perf_counter()
     model.train()
     try:
         for step in range(steps):
@@ -44,9 +47,9 @@ def finetune(model: nn.Module, batches, steps: int, lr: float, keep_zeros: bool,
             with torch.no_grad():
                 for p, mask in masks:
                     p.mul_(mask)
-            losses.append(float(loss))
+            losses.append(loss.detach().item())
             if step == 0 or (step + 1) % max(1, steps // 5) == 0:
                 log(f"fine-tune step {step + 1}/{steps}: loss {losses[-1]:.4f}")
     finally:
         model.eval()
-    return {"first_loss": losses[0], "last_loss": losses[-1]}
+    return {"first_loss": losses[0], "last_loss": losses[-1], "seconds": time.perf_counter() - started}

@@ -29,10 +29,6 @@ def svd(ctx: Context) -> dict:
     rank, energy = ctx.options["rank"], ctx.options["energy"]
     if (rank is None) == (energy is None):
         raise UserError("--method svd needs exactly one of --rank R or --energy E")
-    if rank is not None and rank < 1:
-        raise UserError(f"--rank must be >= 1, got {rank}")
-    if energy is not None and not 0 < energy <= 1:
-        raise UserError(f"--energy must be in (0, 1], got {energy}")
     layers = replaceable_linears(ctx.model, factors=False)
     if not layers:
         raise UserError("this model has no linear layers that --method svd can factorise")

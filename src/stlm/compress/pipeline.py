@@ -10,6 +10,7 @@ summary.json -> rename the folder to `--out`. A failure anywhere leaves no outpu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import time
@@ -25,6 +26,7 @@ from stlm.compress.registry import Context, get_method, method_options
 from stlm.config.schema import CompressionStep
 from stlm.errors import UserError
 from stlm.runs import CHECKPOINTS_DIR, SUMMARY_FILE, TOKENIZER_DIR, load_run, write_config
+from stlm.train.checkpoint import read_meta
 
 CALIBRATION_SEED_OFFSET = 104_729
 
@@ -79,10 +81,7 @@ def compress_run(req: CompressRequest, echo: Callable[[str], None] = print) -> d
     _, data = run_data(src)
     batch_size = req.batch_size or cfg.eval.batch_size
     context = src.context
-    if req.before is None:
-        before, _, _ = measure(src, req.pairs, batch_size)
-    else:
-        before = req.before
+    original = copy.deepcopy(src.model) if req.before is None else None
     calib = TokenBatches(data, "train", cfg.train.batch_size, context,
                          seed=cfg.seed + CALIBRATION_SEED_OFFSET)
 
@@ -93,6 +92,11 @@ def compress_run(req: CompressRequest, echo: Callable[[str], None] = print) -> d
     model = src.model
     ctx = Context(model, cfg, src.tokenizer, options, calibration, echo)
     settings = method.apply(ctx)
+    seconds = time.perf_counter() - started
+    before = req.before
+    if before is None:  # measured after the method accepted its options and the model
+        before, _, _ = measure(dataclasses.replace(src, model=original), req.pairs, batch_size)
+        del original
     recorded = {**settings}
     if method.calibrates:
         recorded["calibration_batches"] = req.calib_batches
@@ -101,8 +105,8 @@ def compress_run(req: CompressRequest, echo: Callable[[str], None] = print) -> d
         batches = TokenBatches(data, "train", cfg.train.batch_size, context,
                                seed=cfg.seed + FINETUNE_SEED_OFFSET)
         losses = finetune(model, batches, req.finetune_steps, lr, method.keeps_zeros, echo)
+        seconds += losses.pop("seconds")
         recorded.update(finetune_steps=req.finetune_steps, finetune_lr=lr, **losses)
-    seconds = time.perf_counter() - started
     cfg.model.compression.steps.append(CompressionStep(method.name, f"{src.run_dir}:{src.checkpoint.name}",
                                                        recorded))
     out = Path(req.out)
@@ -119,7 +123,8 @@ def compress_run(req: CompressRequest, echo: Callable[[str], None] = print) -> d
         _check_round_trip(model, loaded.model, next(iter(calibration())))
         after, bpb, grammar = measure(loaded, req.pairs, batch_size)
         _write_results(tmp, checkpoint, after, bpb, grammar)
-        summary = _summary(out, cfg, src, step, method.name, recorded, before, after, seconds)
+        tokens = read_meta(checkpoint)["tokens"]
+        summary = _summary(out, cfg, src, step, tokens, method.name, recorded, before, after, seconds)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.replace(out)
@@ -137,7 +142,7 @@ def _write_run(run_dir: Path, cfg, src, model, step: int) -> Path:
     """config.yaml, tokenizer/ and checkpoints/step-N/ (model.safetensors, trainer.json)."""
     from safetensors.torch import save_model
 
-    from stlm.train.checkpoint import FORMAT_VERSION, META_FILE, MODEL_FILE, read_meta
+    from stlm.train.checkpoint import FORMAT_VERSION, META_FILE, MODEL_FILE
 
     ckpt = run_dir / CHECKPOINTS_DIR / f"step-{step}"
     ckpt.mkdir(parents=True)
@@ -175,12 +180,12 @@ def _write_results(run_dir: Path, checkpoint: Path, after: dict, bpb: dict, gram
     mark_best(run_dir / CHECKPOINTS_DIR, checkpoint, after["val_loss"])
 
 
-def _summary(out: Path, cfg, src, step: int, method: str, settings: dict, before: dict, after: dict,
-             seconds: float) -> dict:
+def _summary(out: Path, cfg, src, step: int, tokens: int, method: str, settings: dict, before: dict,
+             after: dict, seconds: float) -> dict:
     return {
         "run_dir": str(out), "model": cfg.model.name, "data": cfg.data.name,
         **{k: after[k] for k in ("parameters", "nonzero_parameters", "model_bytes", "val_loss", "val_bpb")},
-        "steps": step, "best_checkpoint": f"step-{step}",
+        "steps": step, "tokens": tokens, "best_checkpoint": f"step-{step}",
         "minimal_pairs_acc": after["minimal_pairs"],
         "compression": {"method": method, "source": str(src.run_dir), "checkpoint": src.checkpoint.name,
                         "settings": settings, "seconds": seconds, "before": before, "after": after},

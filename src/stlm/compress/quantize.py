@@ -23,8 +23,6 @@ def quantize_model(ctx: Context, bits: int, group: int) -> dict:
         raise UserError(f"this run is already quantised (int{c.quant_bits}); quantise the original instead")
     layers = replaceable_linears(ctx.model, head=True)
     if bits == 4:
-        if group < 2 or group % 2:
-            raise UserError(f"--group-size must be an even number >= 2, got {group}")
         bad = [(n, lin.in_features) for n, lin in layers if lin.in_features % group]
         if bad:
             raise UserError(f"--group-size {group} must divide the input width of every quantised layer; "

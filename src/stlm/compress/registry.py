@@ -26,10 +26,22 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "fraction": (float, 0.25, "heads/neurons: fraction of each layer's heads (key/value groups) or "
                               "FFN neurons removed, in (0, 1)"),
     "layers": (int, 1, "drop-layers: number of blocks removed"),
-    "group_size": (int, 32, "int4: input columns sharing one scale"),
+    "group_size": (int, 32, "int4: input columns sharing one scale (even)"),
     "rank": (int, None, "svd: rank of every factorised matrix"),
     "energy": (float, None, "svd: smallest rank keeping this fraction of each matrix's squared singular "
                             "values, in (0, 1]; matrices where that saves nothing stay dense"),
+}
+# What each option accepts, checked before any run is loaded: (test, what it must be).
+VALID: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "sparsity": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "scope": (lambda v: v in ("global", "layer"), "global or layer"),
+    "n": (lambda v: v >= 1, ">= 1"),
+    "m": (lambda v: v >= 2, ">= 2"),
+    "fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "layers": (lambda v: v >= 1, ">= 1"),
+    "group_size": (lambda v: v >= 2 and v % 2 == 0, "an even number >= 2"),
+    "rank": (lambda v: v >= 1, ">= 1"),
+    "energy": (lambda v: 0 < v <= 1, "in (0, 1]"),
 }
 
 
@@ -86,4 +98,8 @@ def method_options(method: Method, given: dict[str, Any]) -> dict[str, Any]:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in foreign)
         mine = ", ".join(f"--{k.replace('_', '-')}" for k in method.options) or "none"
         raise UserError(f"{flags} does not apply to --method {method.name} (its options: {mine})")
-    return {k: given[k] if given.get(k) is not None else OPTIONS[k][1] for k in method.options}
+    options = {k: given[k] if given.get(k) is not None else OPTIONS[k][1] for k in method.options}
+    for k, v in options.items():
+        if v is not None and not VALID[k][0](v):
+            raise UserError(f"--{k.replace('_', '-')} must be {VALID[k][1]}, got {v}")
+    return options

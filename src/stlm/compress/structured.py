@@ -37,8 +37,6 @@ def sliced(lin: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor 
 
 
 def _removed(units: int, fraction: float, what: str) -> int:
-    if not 0 < fraction < 1:
-        raise UserError(f"--fraction must be in (0, 1), got {fraction}")
     k = min(round(fraction * units), units - 1)
     if k == 0:
         raise UserError(f"--fraction {fraction} removes no {what} of {units}; raise it")
