@@ -197,3 +197,10 @@ def test_missing_run_and_existing_output_are_refused(base, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     assert main(["compress", str(base), "--method", "int8", "--out", str(tmp_path / "taken")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_compressed_runs_refuse_resume_and_unrepresentable_export(runs, tmp_path, capsys):
+    assert main(["train", f"resume={runs['nm'][0]}"]) == 2
+    assert "is a `stlm compress` output" in capsys.readouterr().err
+    assert main(["export", str(runs["int8"][0]), str(tmp_path / "hf")]) == 2
+    assert "LlamaForCausalLM cannot hold" in capsys.readouterr().err and not (tmp_path / "hf").exists()
