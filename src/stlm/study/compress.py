@@ -65,7 +65,7 @@ def base_config(s: CompressStudySettings):
 
     steps = max(10, round(BASE_STEPS * s.budget))
     overrides = [f"runs_dir={s.out / 'runs'}", "run_name=base", f"train.max_steps={steps}",
-                 f"train.max_minutes={max(4.0, 4 * s.budget)}", f"train.eval_every={steps}",
+                 f"train.max_minutes={max(8.0, 8 * s.budget)}", f"train.eval_every={steps}",
                  f"train.checkpoint_every={steps}", f"train.device={s.device}",
                  f"train.progress={str(s.progress).lower()}"]
     if s.threads:
