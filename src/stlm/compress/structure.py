@@ -78,7 +78,7 @@ def check_compression(cfg: ModelConfig) -> None:
     if c.quant_bits not in (0, 4, 8) or bool(c.quant_bits) != bool(c.quantized):
         raise ValueError(f"model.compression.quant_bits must be 8 or 4 with a list of quantized layers "
                          f"(or 0 with none), got {c.quant_bits}")
-    if (c.heads or c.d_ff) and cfg.sharing.layers + cfg.sharing.ffn != "nonenone":
+    if (c.heads or c.d_ff) and (cfg.sharing.layers != "none" or cfg.sharing.ffn != "none"):
         raise ValueError("per-layer heads or FFN widths need a model without weight sharing")
 
 

@@ -48,6 +48,11 @@ def _kept(scores: torch.Tensor, n_remove: int) -> torch.Tensor:
     return torch.sort(torch.argsort(scores, descending=True)[: len(scores) - n_remove]).values
 
 
+def _spans(units: torch.Tensor, width: int) -> torch.Tensor:
+    """The indices covered by each unit i, [i * width, (i + 1) * width), in order."""
+    return (units[:, None] * width + torch.arange(width)).flatten()
+
+
 def _blocks(ctx: Context, kind: type | tuple, attr: str, method: str) -> list[nn.Module]:
     refuse_sharing(ctx.model, method)
     modules = [getattr(b, attr) for b in ctx.model.core.blocks]
@@ -81,10 +86,10 @@ def heads(ctx: Context) -> dict:
     for attn, s, k in zip(attns, scores, removed):
         rep = attn.n_heads // attn.n_kv_heads
         groups = _kept(s.view(attn.n_kv_heads, rep).sum(1), k)
-        heads_kept = (groups[:, None] * rep + torch.arange(rep)).flatten()
-        dims = lambda h: (h[:, None] * attn.head_dim + torch.arange(attn.head_dim)).flatten()  # noqa: E731
-        q, o = sliced(attn.q_proj, rows=dims(heads_kept)), sliced(attn.o_proj, cols=dims(heads_kept))
-        k_, v = sliced(attn.k_proj, rows=dims(groups)), sliced(attn.v_proj, rows=dims(groups))
+        heads_kept = _spans(groups, rep)
+        q_dims, kv_dims = _spans(heads_kept, attn.head_dim), _spans(groups, attn.head_dim)
+        q, o = sliced(attn.q_proj, rows=q_dims), sliced(attn.o_proj, cols=q_dims)
+        k_, v = sliced(attn.k_proj, rows=kv_dims), sliced(attn.v_proj, rows=kv_dims)
         removed_groups.append(sorted(set(range(attn.n_kv_heads)) - set(groups.tolist())))
         set_attention_heads(attn, len(heads_kept), len(groups))
         attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj = q, k_, v, o
