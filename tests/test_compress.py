@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from stlm.cli import main
-from stlm.compress.finetune import logits_of
 from stlm.compress.layers import QuantLinear, dequantize, pack_int4, quantize, unpack_int4
 from stlm.compress.measure import weight_counts
 from stlm.compress.pipeline import CompressRequest, compress_run
@@ -148,7 +147,7 @@ def test_svd_at_full_rank_reproduces_the_logits(base, runs, tmp_path):
     original, factored = load_run(base).model, load_run(runs["svd"][0]).model
     assert sum(type(m).__name__ == "LowRankLinear" for m in factored.modules()) == LAYERS * 7
     ids = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(logits_of(original(ids)), logits_of(factored(ids)), atol=1e-4, rtol=0)
+    assert torch.allclose(original(ids).logits, factored(ids).logits, atol=1e-4, rtol=0)
     summary = compress(base, tmp_path / "energy", "svd", runs["svd"][1]["compression"]["before"], energy=0.5)
     assert summary["parameters"] < summary["compression"]["before"]["parameters"]
 

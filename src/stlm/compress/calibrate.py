@@ -22,12 +22,13 @@ def hooks(pairs: list[tuple[nn.Module, Callable]], pre: bool = False) -> Iterato
 
 @torch.no_grad()
 def run_calibration(model: nn.Module, batches: Iterator[torch.Tensor]) -> int:
-    """Forward every batch of token ids; returns the number of batches."""
+    """Run every batch of token ids through the model (hidden states only; hooks watch); returns
+    the number of batches."""
     device = next(model.parameters()).device
     model.eval()
     n = 0
     for ids in batches:
-        model(ids.to(device))
+        model.encode(ids.to(device))
         n += 1
     if n == 0:
         raise ValueError("no calibration batches")

@@ -1,6 +1,7 @@
 """Short recovery fine-tuning after compression (as LLM-Pruner's LoRA recovery and ShortGPT's
-healing, here full-parameter): AdamW on the run's own training text, at the run's final learning
-rate by default, keeping pruned weights at zero where the method asks for it."""
+healing, here full-parameter): AdamW on the run's own training text and the model's own training
+loss, at the run's final learning rate by default, keeping pruned weights at zero where the
+method asks for it."""
 
 from __future__ import annotations
 
@@ -8,20 +9,9 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 FINETUNE_SEED_OFFSET = 7919  # batches distinct from training's and calibration's
-
-
-def ids_targets(batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """A loader batch as (ids, targets): a (x, y) tuple or an object with .ids and .targets."""
-    return (batch.ids, batch.targets) if hasattr(batch, "ids") else (batch[0], batch[1])
-
-
-def logits_of(output) -> torch.Tensor:
-    """The logits of a forward pass (a tensor, or an output object with .logits)."""
-    return getattr(output, "logits", output)
 
 
 def finetune(model: nn.Module, batches, steps: int, lr: float, keep_zeros: bool,
@@ -37,9 +27,7 @@ def finetune(model: nn.Module, batches, steps: int, lr: float, keep_zeros: bool,
     model.train()
     try:
         for step in range(steps):
-            x, y = (t.to(device) for t in ids_targets(batches.batch(step)))
-            logits = logits_of(model(x))
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+            loss = model(**batches.batch(step).to(device).model_inputs()).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from stlm.compress.finetune import FINETUNE_SEED_OFFSET, finetune, ids_targets, logits_of
+from stlm.compress.finetune import FINETUNE_SEED_OFFSET, finetune
 from stlm.compress.measure import format_numbers, measure, weight_counts
 from stlm.compress.registry import Context, get_method, method_options
 from stlm.config.schema import CompressionStep
@@ -86,7 +86,7 @@ def compress_run(req: CompressRequest, echo: Callable[[str], None] = print) -> d
                          seed=cfg.seed + CALIBRATION_SEED_OFFSET)
 
     def calibration():
-        return (ids_targets(calib.batch(i))[0] for i in range(req.calib_batches))
+        return (calib.batch(i).ids for i in range(req.calib_batches))
 
     started = time.perf_counter()
     model = src.model
@@ -162,7 +162,7 @@ def _check_round_trip(model, loaded, ids: torch.Tensor) -> None:
     """The model rebuilt from the written run computes what the compressed model computed."""
     ids = ids[:2].to(next(model.parameters()).device)
     model.eval()
-    a, b = logits_of(model(ids)), logits_of(loaded(ids))
+    a, b = model(ids).logits, loaded(ids).logits
     if a.shape != b.shape or not torch.allclose(a, b, atol=1e-4, rtol=1e-4):
         raise RuntimeError("the compressed run does not reload to the compressed model "
                            f"(max logit difference {(a - b).abs().max():.3g}); this is a bug in stlm")

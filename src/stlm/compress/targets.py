@@ -14,6 +14,7 @@ from stlm.compress.layers import LowRankLinear
 from stlm.compress.structure import FFN_TYPES
 from stlm.errors import UserError
 from stlm.models.components.attention import GroupedQueryAttention
+from stlm.models.components.heads import TokenHead
 
 REPLACEABLE_PARENTS = (GroupedQueryAttention, *FFN_TYPES, LowRankLinear)
 
@@ -25,7 +26,8 @@ def block_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
 
 def replaceable_linears(model: nn.Module, head: bool = False, factors: bool = True) -> list[tuple[str, nn.Linear]]:
     """Block linears whose parent calls them as modules (with `factors`, the halves of factorised
-    layers too); with `head`, the LM head unless its weight is the (tied) input embedding."""
+    layers too); with `head`, the token head's linear map unless its weight is the (tied) input
+    embedding (other heads stay float)."""
     if model.cfg.sharing.lora_rank:
         raise UserError("this model has LoRA adapters on shared weights, which read the raw weight "
                         "tensors; factorising or quantising them is not supported")
@@ -36,7 +38,7 @@ def replaceable_linears(model: nn.Module, head: bool = False, factors: bool = Tr
         if isinstance(module, REPLACEABLE_PARENTS) and (factors or not isinstance(module, LowRankLinear)):
             found += [(f"{name}.{child_name}", child) for child_name, child in module.named_children()
                       if isinstance(child, nn.Linear)]
-    if head and not model.cfg.tie_embeddings:
+    if head and isinstance(model.head, TokenHead) and not model.cfg.tie_embeddings:
         found.append(("head.linear", model.head.linear))
     return found
 
