@@ -204,3 +204,16 @@ def test_compressed_runs_refuse_resume_and_unrepresentable_export(runs, tmp_path
     assert "is a `stlm compress` output" in capsys.readouterr().err
     assert main(["export", str(runs["int8"][0]), str(tmp_path / "hf")]) == 2
     assert "LlamaForCausalLM cannot hold" in capsys.readouterr().err and not (tmp_path / "hf").exists()
+
+
+def test_training_refuses_a_compression_section(capsys):
+    assert main(["train", "model.compression.d_ff=[8]"]) == 2
+    assert "describes a `stlm compress` output" in capsys.readouterr().err
+
+
+def test_study_frontier_keeps_only_undominated_points():
+    from stlm.study.compress import on_frontier
+
+    points = [{"model_bytes": 100, "val_bpb": 1.0}, {"model_bytes": 40, "val_bpb": 1.1},
+              {"model_bytes": 40, "val_bpb": 1.2}, {"model_bytes": 100, "val_bpb": 1.05}]
+    assert [on_frontier(p, points) for p in points] == [True, True, False, False]

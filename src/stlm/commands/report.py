@@ -3,11 +3,11 @@
 final metrics against the swept values (`stlm.train.sweep_report`).
 
 Reads each run's RUN/eval/<task>.json (written by `stlm eval`) and RUN/summary.json (written by
-training or `stlm compress`) when present, plus the bytes of its best checkpoint; writes report.md, report.png (accuracy per task, bits per byte) and, when
-any run has BLiMP results, blimp.png (per paradigm, beside the published models and humans).
-Each run's column says which checkpoint its results come from; numbers that are not comparable
-(different --limit subsets, validation data or context, or one run's tasks from different
-checkpoints) are flagged in the table and on stderr.
+training or `stlm compress`) when present, plus the size of its best checkpoint; writes report.md,
+report.png (accuracy per task, bits per byte) and, when any run has BLiMP results, blimp.png (per
+paradigm, beside the published models and humans). Each run's column says which checkpoint its
+results come from; numbers that are not comparable (different --limit subsets, validation data or
+context, or one run's tasks from different checkpoints) are flagged in the table and on stderr.
 """
 
 from __future__ import annotations
