@@ -217,3 +217,33 @@ def test_study_frontier_keeps_only_undominated_points():
     points = [{"model_bytes": 100, "val_bpb": 1.0}, {"model_bytes": 40, "val_bpb": 1.1},
               {"model_bytes": 40, "val_bpb": 1.2}, {"model_bytes": 100, "val_bpb": 1.05}]
     assert [on_frontier(p, points) for p in points] == [True, True, False, False]
+
+
+@torch.no_grad()
+def test_heads_under_grouped_query_attention_remove_whole_groups():
+    """A key/value head goes with its query heads; the config alone rebuilds the pruned model."""
+    import copy
+
+    from stlm.compress.registry import Context, get_method
+    from stlm.compress.structure import apply_structure
+    from stlm.config.schema import ModelConfig, RunConfig
+    from stlm.models import build_model
+
+    torch.manual_seed(0)
+    cfg = RunConfig(model=ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
+                                      context_length=32, init_std=0.2))
+    model = build_model(cfg.model, 257).eval()
+    ids = torch.randint(0, 257, (2, 32), generator=torch.Generator().manual_seed(1))
+    masked = copy.deepcopy(model)
+    ctx = Context(model, copy.deepcopy(cfg), None, {"fraction": 0.5}, lambda: iter([ids]), log=lambda s: None)
+    settings = get_method("heads").apply(ctx)
+    for block, groups in zip(masked.core.blocks, settings["removed_kv_groups"]):  # silence them instead
+        for g in groups:  # kv group g serves query heads 2g, 2g+1: output columns [16g, 16g + 16)
+            block.attn.o_proj.weight[:, 16 * g: 16 * g + 16] = 0
+    assert torch.allclose(model(ids).logits, masked(ids).logits, atol=1e-5)
+    assert ctx.cfg.model.compression.heads == [2, 2] and ctx.cfg.model.compression.kv_heads == [1, 1]
+    assert all(len(g) == 1 for g in settings["removed_kv_groups"])
+    rebuilt = apply_structure(build_model(ctx.cfg.model, 257), ctx.cfg.model).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.core.blocks[0].attn.k_proj.weight.shape == (8, 32)
+    assert torch.equal(rebuilt(ids).logits, model(ids).logits)
