@@ -171,10 +171,13 @@ COLORS = {"int8": "#1b9e77", "int4": "#66a61e", "magnitude": "#d95f02", "nm": "#
 
 
 def plot(results: dict, path: Path) -> Path:
+    import matplotlib.ticker  # noqa: F401  (loads matplotlib.ticker for the formatters)
+
     from stlm.eval.plots import _pyplot
     from stlm.tokenizers.base import write_atomic
 
     plt = _pyplot()
+    matplotlib = plt.matplotlib
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     b, rows = results["base"], results["rows"]
     for ax, key, label in ((axes[0], "val_bpb", "validation bits per byte (lower is better)"),
@@ -191,13 +194,21 @@ def plot(results: dict, path: Path) -> Path:
                 ax.annotate(r["name"], (r["model_bytes"] / 1e6, r[key]), fontsize=6, alpha=0.7,
                             xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_xlabel("model.safetensors size (MB, log scale)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     front = sorted([b, *[r for r in rows if r["pareto"]]], key=lambda r: r["model_bytes"])
     axes[0].step([r["model_bytes"] / 1e6 for r in front], [r["val_bpb"] for r in front], where="post",
                  color="black", alpha=0.5, label="Pareto frontier")
-    axes[0].legend(fontsize=7)
+    top = b["val_bpb"] * 1.3  # keep the frontier readable; name the points beyond it
+    off = [r for r in rows if r["val_bpb"] > top]
+    if off:
+        axes[0].set_ylim(top=top)
+        axes[0].text(0.02, 0.97, "off scale: " + ", ".join(f"{r['name']} ({r['val_bpb']:.2f})" for r in off),
+                     transform=axes[0].transAxes, fontsize=7, va="top")
+    axes[0].legend(fontsize=7, loc="upper right")
     fig.suptitle("stlm compress: quality against bytes on disk (black edge: with recovery fine-tuning)")
     fig.tight_layout()
     buf = io.BytesIO()
