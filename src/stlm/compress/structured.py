@@ -59,6 +59,9 @@ def _blocks(ctx: Context, kind: type | tuple, attr: str, method: str) -> list[nn
     if not all(isinstance(m, kind) for m in modules):
         raise UserError(f"--method {method} needs model.{'attention=gqa' if attr == 'attn' else 'ffn=swiglu or gelu'}, "
                         f"this model has {type(modules[0]).__name__}")
+    if ctx.cfg.model.compression.low_rank:
+        raise UserError(f"--method {method} needs plain linear layers; this run is factorised (svd): "
+                        f"remove {method} before factorising")
     return modules
 
 
