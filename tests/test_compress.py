@@ -36,7 +36,8 @@ def base(tmp_path_factory):
         f"model.n_heads={HEADS}", f"model.d_ff={FF}", "model.context_length=64", "train.batch_size=8",
         "train.max_steps=30", "train.warmup_steps=5", "train.lr=1e-2", "train.min_lr=1e-3",
         "train.eval_every=30", "train.eval_batches=2", "train.checkpoint_every=30", "train.progress=false",
-        "eval.minimal_pairs=false", "eval.sample_tokens=4", "eval.pairs_per_paradigm=2", "eval.batch_size=32"])
+        "eval.minimal_pairs=false", "eval.sample_tokens=4", "eval.pairs_per_paradigm=2",
+        "eval.batch_size=32"])
     run_training(cfg, echo=lambda s: None)
     return root / "runs" / "base"
 

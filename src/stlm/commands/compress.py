@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="best", help="best | last | step-N (default best)")
     p.add_argument("--finetune-steps", type=int, default=0,
                    help="recovery fine-tuning steps on the run's training text after compressing (default 0)")
-    p.add_argument("--finetune-lr", type=float, default=None, help="fine-tuning learning rate (default: the run's train.min_lr)")
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="fine-tuning learning rate (default: the run's train.min_lr)")
     p.add_argument("--calib-batches", type=int, default=8,
                    help="training batches of calibration text for heads, neurons, drop-layers (default 8)")
     p.add_argument("--pairs", type=int, default=None,

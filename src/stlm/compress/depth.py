@@ -48,7 +48,8 @@ def renumber(name: str, new_index: dict[int, int]) -> str | None:
     return None if new is None else f"core.blocks.{new}.{m.group(2)}"
 
 
-@register("drop-layers", "remove the --layers blocks of lowest ShortGPT importance", ("layers",), calibrates=True)
+@register("drop-layers", "remove the --layers blocks of lowest ShortGPT importance", ("layers",),
+          calibrates=True)
 def drop_layers(ctx: Context) -> dict:
     refuse_sharing(ctx.model, "drop-layers")
     n_layers, k = len(ctx.model.core.blocks), ctx.options["layers"]

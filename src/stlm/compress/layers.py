@@ -48,7 +48,8 @@ class QuantLinear(nn.Module):
             self.register_buffer("scale", torch.zeros(out_features, 1, dtype=torch.float32))
         else:
             self.register_buffer("qweight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8))
-            self.register_buffer("scale", torch.zeros(out_features, in_features // group, dtype=torch.float16))
+            self.register_buffer("scale", torch.zeros(out_features, in_features // group,
+                                                      dtype=torch.float16))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     @classmethod

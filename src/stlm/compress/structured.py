@@ -57,15 +57,16 @@ def _blocks(ctx: Context, kind: type | tuple, attr: str, method: str) -> list[nn
     refuse_sharing(ctx.model, method)
     modules = [getattr(b, attr) for b in ctx.model.core.blocks]
     if not all(isinstance(m, kind) for m in modules):
-        raise UserError(f"--method {method} needs model.{'attention=gqa' if attr == 'attn' else 'ffn=swiglu or gelu'}, "
-                        f"this model has {type(modules[0]).__name__}")
+        need = "attention=gqa" if attr == "attn" else "ffn=swiglu or gelu"
+        raise UserError(f"--method {method} needs model.{need}, this model has {type(modules[0]).__name__}")
     if ctx.cfg.model.compression.low_rank:
         raise UserError(f"--method {method} needs plain linear layers; this run is factorised (svd): "
                         f"remove {method} before factorising")
     return modules
 
 
-@register("heads", "remove each layer's least important attention heads (--fraction)", ("fraction",), calibrates=True)
+@register("heads", "remove each layer's least important attention heads (--fraction)", ("fraction",),
+          calibrates=True)
 @torch.no_grad()
 def heads(ctx: Context) -> dict:
     attns = _blocks(ctx, GroupedQueryAttention, "attn", "heads")
@@ -103,7 +104,8 @@ def heads(ctx: Context) -> dict:
     return {"fraction": fraction, "removed_kv_groups": removed_groups}
 
 
-@register("neurons", "remove each layer's least important FFN neurons (--fraction)", ("fraction",), calibrates=True)
+@register("neurons", "remove each layer's least important FFN neurons (--fraction)", ("fraction",),
+          calibrates=True)
 @torch.no_grad()
 def neurons(ctx: Context) -> dict:
     ffns = _blocks(ctx, FFN_TYPES, "ffn", "neurons")

@@ -24,7 +24,8 @@ def block_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(f"core.{name}", m) for name, m in model.core.named_modules() if isinstance(m, nn.Linear)]
 
 
-def replaceable_linears(model: nn.Module, head: bool = False, factors: bool = True) -> list[tuple[str, nn.Linear]]:
+def replaceable_linears(model: nn.Module, head: bool = False,
+                        factors: bool = True) -> list[tuple[str, nn.Linear]]:
     """Block linears whose parent calls them as modules (with `factors`, the halves of factorised
     layers too); with `head`, the token head's linear map unless its weight is the (tied) input
     embedding (other heads stay float)."""

@@ -182,7 +182,8 @@ def plot(results: dict, path: Path) -> Path:
     b, rows = results["base"], results["rows"]
     for ax, key, label in ((axes[0], "val_bpb", "validation bits per byte (lower is better)"),
                            (axes[1], "minimal_pairs", "built-in minimal pairs, accuracy")):
-        ax.scatter([b["model_bytes"] / 1e6], [b[key]], marker="*", s=200, color="black", label="base", zorder=3)
+        ax.scatter([b["model_bytes"] / 1e6], [b[key]], marker="*", s=200, color="black", label="base",
+                   zorder=3)
         for method, color in COLORS.items():
             mine = [r for r in rows if r["method"] == method]
             if not mine:
