@@ -19,7 +19,7 @@ from stlm.config import compose_config
 from stlm.runs import load_run
 from stlm.train import run_training
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # trains a tiny model once
 
 D, LAYERS, HEADS, FF = 32, 3, 4, 64
 
@@ -225,7 +225,8 @@ def test_heads_under_grouped_query_attention_remove_whole_groups():
     """A key/value head goes with its query heads; the config alone rebuilds the pruned model."""
     import copy
 
-    from stlm.compress.registry import Context, get_method
+    from stlm.compress.methods import get_method
+    from stlm.compress.registry import Context
     from stlm.compress.structure import apply_structure
     from stlm.config.schema import ModelConfig, RunConfig
     from stlm.models import build_model

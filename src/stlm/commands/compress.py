@@ -9,9 +9,7 @@ import argparse
 
 
 def _epilog() -> str:
-    from stlm.compress.registry import METHODS, get_method
-
-    get_method("magnitude")  # fills the registry
+    from stlm.compress.methods import METHODS
     lines = ["methods:"]
     lines += [f"  {m.name:<13}{m.summary}" for m in METHODS.values()]
     lines += ["", "Chain methods by compressing a compressed run (quantisation last), e.g. neurons with",

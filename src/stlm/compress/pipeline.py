@@ -22,7 +22,8 @@ import torch
 
 from stlm.compress.finetune import FINETUNE_SEED_OFFSET, finetune
 from stlm.compress.measure import format_numbers, measure, weight_counts
-from stlm.compress.registry import Context, get_method, method_options
+from stlm.compress.methods import get_method
+from stlm.compress.registry import Context, method_options
 from stlm.config.schema import CompressionStep
 from stlm.errors import UserError
 from stlm.runs import CHECKPOINTS_DIR, SUMMARY_FILE, TOKENIZER_DIR, load_run, write_config

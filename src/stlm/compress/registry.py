@@ -1,5 +1,6 @@
 """Compression methods by name: `@register("svd", ...)` on a function that compresses a loaded
-model in place. Adding a method is one file with one decorated function (see docs/compression.md).
+model in place. Adding a method is one file with one decorated function, imported from
+`stlm.compress.methods` (see docs/compression.md).
 
 A method receives a `Context` (the model, a copy of the run config to record its structure in,
 the tokenizer, calibration batches and its own options) and returns the settings to record in
@@ -80,14 +81,6 @@ def register(name: str, summary: str, options: tuple[str, ...] = (), *, trainabl
         return fn
 
     return deco
-
-
-def get_method(name: str) -> Method:
-    import stlm.compress.methods  # noqa: F401  (registers the built-in methods)
-
-    if name not in METHODS:
-        raise UserError(f"unknown compression method '{name}'; valid methods: {', '.join(METHODS)}")
-    return METHODS[name]
 
 
 def method_options(method: Method, given: dict[str, Any]) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def train_base(s: CompressStudySettings, echo: Callable[[str], None]) -> Path:
 def run_compress_study(s: CompressStudySettings, echo: Callable[[str], None] = print) -> dict:
     from stlm.compress.pipeline import CompressRequest, compress_run
     from stlm.runs import SUMMARY_FILE
-    from stlm.tokenizers.base import write_atomic
+    from stlm.fileio import write_atomic
 
     if s.threads:
         torch.set_num_threads(s.threads)
@@ -174,7 +174,7 @@ def plot(results: dict, path: Path) -> Path:
     import matplotlib.ticker  # noqa: F401  (loads matplotlib.ticker for the formatters)
 
     from stlm.eval.plots import _pyplot
-    from stlm.tokenizers.base import write_atomic
+    from stlm.fileio import write_atomic
 
     plt = _pyplot()
     matplotlib = plt.matplotlib
