@@ -140,10 +140,11 @@ def compress_run(req: CompressRequest, echo: Callable[[str], None] = print) -> d
 
 
 def _write_run(run_dir: Path, cfg, src, model, step: int) -> Path:
-    """config.yaml, tokenizer/ and checkpoints/step-N/ (model.safetensors, trainer.json)."""
+    """config.yaml, tokenizer/ and checkpoints/step-N/ (model.safetensors, trainer.json with its
+    checksum)."""
     from safetensors.torch import save_model
 
-    from stlm.train.checkpoint import FORMAT_VERSION, META_FILE, MODEL_FILE
+    from stlm.train.checkpoint import FORMAT_VERSION, META_FILE, MODEL_FILE, sha256_file
 
     ckpt = run_dir / CHECKPOINTS_DIR / f"step-{step}"
     ckpt.mkdir(parents=True)
@@ -154,7 +155,8 @@ def _write_run(run_dir: Path, cfg, src, model, step: int) -> Path:
     (ckpt / META_FILE).write_text(json.dumps(
         {"format": FORMAT_VERSION, "step": step, "tokens": meta.get("tokens", 0),
          "elapsed_s": meta.get("elapsed_s", 0.0), "val_loss": None,
-         "tokenizer": src.tokenizer.fingerprint(), "compressed_from": str(src.checkpoint)}, indent=1))
+         "tokenizer": src.tokenizer.fingerprint(), "compressed_from": str(src.checkpoint),
+         "sha256": {MODEL_FILE: sha256_file(ckpt / MODEL_FILE)}}, indent=1))
     return ckpt
 
 
