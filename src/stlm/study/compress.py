@@ -1,4 +1,4 @@
-"""The compression study (issue 14): one trained model through every `stlm compress` method at
+"""The compression study: one trained model through every `stlm compress` method at
 several strengths; quality (bits per byte, built-in minimal pairs) against bytes on disk, and the
 Pareto frontier of the two.
 
