@@ -15,7 +15,8 @@
 What the folder guarantees (locking, atomic writes, checksums, what resume may change) and how
 each is tested: docs/run_directory.md.
 
-`load_run(path)` rebuilds the model from config.yaml and the tokenizer's vocabulary, then loads a
+`load_run(path)` rebuilds the model from config.yaml and the tokenizer's vocabulary (for a
+`stlm compress` output, with the shapes its `model.compression` section describes), then loads a
 checkpoint's weights; evaluation, generation and export all start from it.
 """
 
@@ -260,6 +261,10 @@ def load_run(path: str | Path, which: str = "best", device: str | torch.device =
     checkpoint = find_checkpoint(run_dir, which)
     try:
         model = build_model(cfg.model, tokenizer.vocab_size)
+        if not cfg.model.compression.is_empty:  # a `stlm compress` output: its exact shapes
+            from stlm.compress.structure import apply_structure
+
+            apply_structure(model, cfg.model)
     except ValueError as exc:
         raise UserError(f"cannot build the model of {run_dir}: {exc}") from exc
     load_weights(model, checkpoint)

@@ -3,11 +3,11 @@
 final metrics against the swept values (`stlm.train.sweep_report`).
 
 Reads each run's RUN/eval/<task>.json (written by `stlm eval`) and RUN/summary.json (written by
-training) when present; writes report.md, report.png (accuracy per task, bits per byte) and, when
-any run has BLiMP results, blimp.png (per paradigm, beside the published models and humans).
-Each run's column says which checkpoint its results come from; numbers that are not comparable
-(different --limit subsets, validation data or context, or one run's tasks from different
-checkpoints) are flagged in the table and on stderr.
+training or `stlm compress`) when present, plus the size of its best checkpoint; writes report.md,
+report.png (accuracy per task, bits per byte) and, when any run has BLiMP results, blimp.png (per
+paradigm, beside the published models and humans). Each run's column says which checkpoint its
+results come from; numbers that are not comparable (different --limit subsets, validation data or
+context, or one run's tasks from different checkpoints) are flagged in the table and on stderr.
 """
 
 from __future__ import annotations
@@ -27,6 +27,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _labels(paths: list[Path]) -> list[str]:
     names = [p.name for p in paths]
     return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def _with_size(run_dir: Path, summary: dict) -> dict:
+    """A summary with its best checkpoint's bytes on disk and its minimal-pair accuracy as rows
+    (training summaries lack the first and nest the second), so original and compressed runs
+    (`stlm compress`) compare line by line."""
+    from stlm.runs import find_checkpoint
+    from stlm.train.checkpoint import MODEL_FILE
+
+    pairs = summary.get("minimal_pairs")
+    if isinstance(pairs, dict) and "minimal_pairs_acc" not in summary:
+        summary["minimal_pairs_acc"] = pairs["overall"]
+    if "model_bytes" not in summary:
+        try:
+            summary["model_bytes"] = (find_checkpoint(run_dir) / MODEL_FILE).stat().st_size
+        except (UserError, OSError):
+            pass
+    return summary
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
     for label, p in zip(labels, paths):
         if (p / SUMMARY_FILE).is_file():
             try:
-                summaries[label] = json.loads((p / SUMMARY_FILE).read_text(encoding="utf-8"))
+                summary = json.loads((p / SUMMARY_FILE).read_text(encoding="utf-8"))
             except ValueError as exc:
                 raise UserError(f"{p / SUMMARY_FILE} is damaged ({exc}); move it away to report "
                                 f"the run's evaluation results only") from None
+            summaries[label] = _with_size(p, summary)
     if not any(results.values()) and not summaries:
         raise UserError(f"nothing to report: none of {', '.join(map(str, paths))} has eval/*.json or "
                         f"{SUMMARY_FILE}; run `stlm eval RUN --tasks ...` first")

@@ -11,6 +11,9 @@ EPILOG = """studies:
   sllama   train llama_untied, llama_tied, sllama and SLlama's component ablations on the same
            real text, tokens and seed; evaluate bits per byte, BLiMP (full and BabyLM-filtered)
            and the built-in grammar's minimal pairs; write results.{md,json,png} (docs/sllama_study.md)
+  compress train the quickstart model, then run every `stlm compress` method at several strengths;
+           bits per byte and minimal pairs against bytes on disk, with the Pareto frontier
+           (docs/compression_study.md); needs no data folder
 
 The default budget (1) fits 2 CPU cores in about 30 minutes; use --budget 50 or more on a GPU.
 A killed study resumes when run again with the same arguments."""
@@ -27,10 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="local data folder, laid out as docs/data.md (default $STLM_DATA_DIR, else "
                         "~/.cache/stlm/data)")
-    p.add_argument("--models", default=None, help=f"comma-separated subset of: {', '.join(MODELS)}")
-    p.add_argument("--bpe-vocab", type=int, default=BPE_VOCAB, help="BPE vocabulary trained on the corpus")
+    p.add_argument("--models", default=None, help=f"sllama: comma-separated subset of: {', '.join(MODELS)}")
+    p.add_argument("--bpe-vocab", type=int, default=BPE_VOCAB, help="sllama: BPE vocabulary trained on the corpus")
     p.add_argument("--paper-vocab", action="store_true",
-                   help="keep the presets' 32,000 embedding rows (the paper's parameter counts; slower)")
+                   help="sllama: keep the presets' 32,000 embedding rows (the paper's parameter counts; slower)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
@@ -47,13 +50,15 @@ def _data_root(explicit: str | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stlm.study.sllama import MODELS, StudySettings, run_study
+    from stlm.study.sllama import BPE_VOCAB, MODELS, StudySettings, run_study
     from stlm.tokenizers.bpe import MIN_VOCAB
 
     if not args.budget > 0:
         raise UserError(f"--budget must be > 0, got {args.budget}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.study == "compress":
+        return _compress_study(args, BPE_VOCAB)
     if args.bpe_vocab < MIN_VOCAB:
         raise UserError(f"--bpe-vocab must be at least {MIN_VOCAB} (256 bytes + end-of-text), "
                         f"got {args.bpe_vocab}")
@@ -63,4 +68,16 @@ def run(args: argparse.Namespace) -> int:
                              paper_vocab=args.paper_vocab, device=args.device,
                              threads=args.threads, progress=not args.no_progress)
     run_study(settings)
+    return 0
+
+
+def _compress_study(args: argparse.Namespace, bpe_vocab: int) -> int:
+    from stlm.device import resolve_device
+    from stlm.study.compress import CompressStudySettings, run_compress_study
+
+    if args.models or args.paper_vocab or args.data_dir or args.bpe_vocab != bpe_vocab:
+        raise UserError("--models, --bpe-vocab, --paper-vocab and --data-dir apply to the sllama study only")
+    run_compress_study(CompressStudySettings(budget=args.budget, out=Path(args.out or "runs/studies/compress"),
+                                             device=resolve_device(args.device), threads=args.threads,
+                                             progress=not args.no_progress))
     return 0

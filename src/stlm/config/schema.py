@@ -8,7 +8,7 @@ states what differs from the defaults here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 # ---------------------------------------------------------------------------------------------
 # Model
@@ -34,6 +34,36 @@ class SharingConfig:
     # LoRA adapters of this rank on every shared linear weight, one per layer (0 = off).
     lora_rank: int = 0
     lora_alpha: float = 1.0
+
+
+@dataclass
+class CompressionStep:
+    """One `stlm compress` application, recorded in the compressed run's config."""
+
+    method: str = ""  # magnitude | nm | heads | neurons | drop-layers | int8 | int4 | svd
+    source: str = ""  # the run directory and checkpoint it was applied to
+    settings: Dict[str, Any] = field(default_factory=dict)  # the method's options, as used
+
+
+@dataclass
+class CompressionConfig:
+    """The structure `stlm compress` gave a trained model, enough to rebuild it from config alone
+    (`stlm.compress.structure` applies it after construction, before the weights load), and the
+    steps that produced it. All empty: an ordinary, uncompressed model."""
+
+    heads: List[int] = field(default_factory=list)  # query heads per layer ([]: n_heads in each)
+    kv_heads: List[int] = field(default_factory=list)  # key/value heads per layer ([]: n_kv_heads)
+    d_ff: List[int] = field(default_factory=list)  # FFN width per layer ([]: d_ff in each)
+    low_rank: Dict[str, int] = field(default_factory=dict)  # linear layer -> rank r of W = B A
+    quant_bits: int = 0  # 0: float weights; 8: int8 per output channel; 4: int4 per group
+    quant_group: int = 0  # int4: input columns sharing one scale
+    quantized: List[str] = field(default_factory=list)  # linear layers stored quantised
+    steps: List[CompressionStep] = field(default_factory=list)  # in the order applied
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.heads or self.kv_heads or self.d_ff or self.low_rank or self.quantized
+                    or self.steps)
 
 
 @dataclass
@@ -70,6 +100,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     init_std: float = 0.02
     sharing: SharingConfig = field(default_factory=SharingConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)  # `stlm compress`
 
     @property
     def kv_heads(self) -> int:

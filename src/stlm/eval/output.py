@@ -170,10 +170,12 @@ def comparison_table(runs: dict[str, dict[str, dict]], summaries: dict[str, dict
         limits = [", ".join(f"{t} {s['limit']}" for t, s in runs[n].items() if s.get("limit")) or "-" for n in names]
         if any(cell != "-" for cell in limits):
             lines.append(f"| eval | --limit | {' | '.join(limits)} |")
-    keys = [k for k in ("model", "parameters", "tokens", "steps", "val_loss", "val_bpb", "train_seconds")
+    keys = [k for k in ("model", "compression", "parameters", "nonzero_parameters", "model_bytes", "tokens",
+                        "steps", "val_loss", "val_bpb", "minimal_pairs_acc", "train_seconds")
             if any(k in s for s in summaries.values())]
     for k in keys:
         cells = [summaries.get(n, {}).get(k, "-") for n in names]
+        cells = [c["method"] if isinstance(c, dict) and "method" in c else c for c in cells]
         cells = [f"{c:,}" if isinstance(c, int) else f"{c:.4f}" if isinstance(c, float) else str(c) for c in cells]
         lines.append(f"| training | {k} | {' | '.join(cells)} |")
     datas = {str(s.get("data")) for s in summaries.values()}

@@ -23,11 +23,27 @@ from stlm.runs import TOKENIZER_DIR, LoadedRun
 def run_bpb(run: LoadedRun, data: str | None, batch_size: int) -> dict:
     """Bits per byte of the run's model on the validation split of `data` (a preset name under
     `stlm/config/conf/data`, or None for the run's own data)."""
-    from stlm.config.loader import compose_config
-    from stlm.data import eval_batches, prepare_data
+    from stlm.data import eval_batches
     from stlm.eval.bpb import bits_per_byte
 
     start = time.perf_counter()
+    cfg, prepared = run_data(run, data)
+    tok = run.tokenizer
+    context = trained_context(run.cfg)
+    device = next(run.model.parameters()).device
+    result = bits_per_byte(run.model, eval_batches(prepared, "val", batch_size, context),
+                           tok.byte_lengths(),
+                           autocast_dtype=torch.bfloat16 if device.type == "cuda" else None)
+    return {"task": "bpb", "split": "val", "data": cfg.name, "context": context, **result,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def run_data(run: LoadedRun, data: str | None = None):
+    """(data config, prepared shards) of the run's own data (or the preset `data`), tokenized with
+    the run's own tokenizer."""
+    from stlm.config.loader import compose_config
+    from stlm.data import prepare_data
+
     cfg = copy.deepcopy(run.cfg.data) if data is None else compose_config([f"data={data}"]).data
     tok = run.tokenizer
     cfg.tokenizer = TokenizerConfig(kind=tok.kind, vocab_size=tok.vocab_size,
@@ -36,13 +52,7 @@ def run_bpb(run: LoadedRun, data: str | None, batch_size: int) -> dict:
     if prepared.tokenizer.fingerprint() != tok.fingerprint():
         raise UserError(f"the prepared data {prepared.path} was tokenized differently from the run's "
                         f"tokenizer; delete it to prepare it again")
-    context = trained_context(run.cfg)
-    device = next(run.model.parameters()).device
-    result = bits_per_byte(run.model, eval_batches(prepared, "val", batch_size, context),
-                           tok.byte_lengths(),
-                           autocast_dtype=torch.bfloat16 if device.type == "cuda" else None)
-    return {"task": "bpb", "split": "val", "data": cfg.name, "context": context, **result,
-            "seconds": round(time.perf_counter() - start, 3)}
+    return cfg, prepared
 
 
 def run_grammar(run: LoadedRun, per_paradigm: int | None, batch_size: int) -> dict:

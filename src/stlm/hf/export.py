@@ -38,6 +38,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ba
         check_llama_compatible(loaded.model.cfg)
     except ValueError as e:
         raise UserError(f"{e}; only plain-Llama runs export to transformers without custom code") from e
+    c = loaded.model.cfg.compression
+    if c.heads or c.d_ff or c.low_rank or c.quantized:
+        raise UserError("this run was compressed into per-layer widths, factorised or quantised layers "
+                        "(model.compression), which LlamaForCausalLM cannot hold; magnitude, nm and "
+                        "drop-layers outputs export, or export the run before that step")
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

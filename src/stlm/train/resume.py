@@ -38,6 +38,9 @@ def resume_config(run_dir: Path, overrides: Sequence[str]) -> RunConfig:
                         f"first one); start it again with `stlm train run_name={run_dir.name} "
                         f"runs_dir={run_dir.parent} ...` (the folder is reused) or delete the folder")
     saved = read_config(run_dir)
+    if not saved.model.compression.is_empty:
+        raise UserError(f"cannot resume {run_dir}: it is a `stlm compress` output; train it further with "
+                        "`stlm compress ORIGINAL ... --finetune-steps N`")
     changes = []
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")

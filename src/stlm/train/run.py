@@ -24,6 +24,9 @@ def run_training(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[st
     check_tracker(cfg.train.tracker)  # a missing package fails before any data is prepared
     if cfg.init_from and not cfg.resume:
         cfg = inherit_model(cfg)
+    if not cfg.model.compression.is_empty:
+        raise UserError("model.compression describes a `stlm compress` output; training builds "
+                        "uncompressed models, so leave it empty")
     rt = init_runtime(cfg.train)
     lock: RunLock | None = None
     try:
