@@ -113,6 +113,7 @@ def validate(run: RunConfig) -> None:
     m = run.model
     import stlm.models.components  # noqa: F401  (fills the registries: the one list of components)
     from stlm.models.registry import REGISTRIES
+    from stlm.train.schedule import COOLDOWN_SHAPES, LR_SCHEDULES
 
     for kind in ("embedder", "norm", "attention", "ffn", "head"):
         _check_choice(f"model.{kind}", getattr(m, kind), sorted(REGISTRIES[kind]))
@@ -124,7 +125,10 @@ def validate(run: RunConfig) -> None:
     _check_choice("data.tokenizer.kind", run.data.tokenizer.kind, KINDS)
     _check_choice("data.invalid_utf8", run.data.invalid_utf8, ("replace", "fail"))
     _check_choice("data.sampling", run.data.sampling, ("random", "sequential"))
-    _check_choice("train.schedule", run.train.schedule, ("cosine", "linear", "constant"))
+    _check_choice("train.schedule", run.train.schedule, sorted(LR_SCHEDULES))
+    _check_choice("train.cooldown_shape", run.train.cooldown_shape, sorted(COOLDOWN_SHAPES))
+    if not 0.0 < run.train.cooldown_fraction <= 1.0:
+        raise ConfigError(f"train.cooldown_fraction must be in (0, 1], got {run.train.cooldown_fraction}")
     _check_choice("train.precision", run.train.precision, ("auto", "fp32", "bf16"))
     from stlm.train.optim import OPTIMIZERS
 

@@ -157,11 +157,13 @@ class TrainConfig:
     optimizer: str = "adamw"  # a registered optimizer builder (stlm.train.optim)
     lr: float = 3e-3
     min_lr: float = 3e-4
-    schedule: str = "cosine"  # cosine | linear | constant
+    schedule: str = "cosine"  # cosine | linear | wsd | constant | inverse_sqrt (stlm.train.schedule)
     # Resuming with a larger budget: "restart" plans the schedule over the new total (the rate
     # rises again after a finished run); "extend" keeps the saved plan and holds min_lr beyond it.
     continue_schedule: str = "restart"
     warmup_steps: int = 50
+    cooldown_fraction: float = 0.2  # wsd: share of the post-warmup steps spent cooling down
+    cooldown_shape: str = "linear"  # wsd: linear | cosine | 1-sqrt
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
