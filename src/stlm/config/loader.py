@@ -113,6 +113,7 @@ def validate(run: RunConfig) -> None:
     m = run.model
     import stlm.models.components  # noqa: F401  (fills the registries: the one list of components)
     from stlm.models.registry import REGISTRIES
+    from stlm.train.dropout import DROPOUT_SCHEDULES
     from stlm.train.schedule import COOLDOWN_SHAPES, LR_SCHEDULES
 
     for kind in ("embedder", "norm", "attention", "ffn", "head"):
@@ -129,6 +130,13 @@ def validate(run: RunConfig) -> None:
     _check_choice("train.cooldown_shape", run.train.cooldown_shape, sorted(COOLDOWN_SHAPES))
     if not 0.0 < run.train.cooldown_fraction <= 1.0:
         raise ConfigError(f"train.cooldown_fraction must be in (0, 1], got {run.train.cooldown_fraction}")
+    ds = run.train.dropout_schedule
+    _check_choice("train.dropout_schedule.shape", ds.shape, sorted(DROPOUT_SCHEDULES))
+    if not 0.0 <= ds.start <= ds.end <= 1.0:
+        raise ConfigError(f"need 0 <= train.dropout_schedule.start <= train.dropout_schedule.end <= 1, "
+                          f"got start={ds.start}, end={ds.end}")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
     _check_choice("train.precision", run.train.precision, ("auto", "fp32", "bf16"))
     from stlm.train.optim import OPTIMIZERS
 

@@ -145,6 +145,16 @@ class DataConfig:
 
 
 @dataclass
+class DropoutScheduleConfig:
+    """How every dropout rate of the model follows training progress (stlm.train.dropout); the
+    peak rate is `model.dropout`, `start`/`end` are fractions of the training budget."""
+
+    shape: str = "constant"  # constant | early | late | linear_up | linear_down | triangular
+    start: float = 0.0  # late: switch-on point; ramps and triangular: where they begin
+    end: float = 1.0  # early: switch-off point; ramps and triangular: where they end
+
+
+@dataclass
 class TrainConfig:
     """Optimiser, schedule, budget and cadence of a training run."""
 
@@ -164,6 +174,7 @@ class TrainConfig:
     warmup_steps: int = 50
     cooldown_fraction: float = 0.2  # wsd: share of the post-warmup steps spent cooling down
     cooldown_shape: str = "linear"  # wsd: linear | cosine | 1-sqrt
+    dropout_schedule: DropoutScheduleConfig = field(default_factory=DropoutScheduleConfig)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from stlm.config.schema import TrainConfig
 from stlm.errors import UserError
+from stlm.train.dropout import dropout_at
 from stlm.train.schedule import lr_at, lr_at_time
 
 
@@ -40,6 +41,16 @@ class Budget:
             if time_spent * plan > step:  # time runs out first: plan over the steps it allows
                 plan = step / time_spent
         return lr_at(step, plan, self.cfg)
+
+    def progress(self, step: int, elapsed_s: float) -> float:
+        """Fraction of the budget spent before the 0-based step `step`: steps, or time alone."""
+        if self.total_steps is not None:
+            return step / self.total_steps
+        return elapsed_s / self.max_seconds
+
+    def dropout(self, step: int, elapsed_s: float, peak: float) -> float:
+        """Dropout rate of step `step` under `train.dropout_schedule`, for the peak `model.dropout`."""
+        return dropout_at(self.progress(step, elapsed_s), peak, self.cfg.dropout_schedule)
 
     def done(self, steps_done: int, elapsed_s: float) -> bool:
         if self.total_steps is not None and steps_done >= self.total_steps:

@@ -22,7 +22,7 @@ import torch
 from stlm.config.schema import RunConfig, trained_context
 from stlm.errors import UserError
 from stlm.eval.bpb import bits_per_byte
-from stlm.models import build_model
+from stlm.models import build_model, set_dropout
 from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR
 from stlm.train import checkpoint as ckpt
 from stlm.train.babylm import BabyLMCheckpoints
@@ -202,6 +202,7 @@ class Trainer:
         self.model.train()
         try:
             while not self.budget.done(st.step, st.elapsed_s):
+                set_dropout(self.model, self.budget.dropout(st.step, st.elapsed_s, self.cfg.model.dropout))
                 out = self.train_step()
                 if self.babylm is not None:
                     self.babylm.after_step(self.model, st.step, st.tokens)
