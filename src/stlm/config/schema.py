@@ -57,7 +57,7 @@ class ModelConfig:
     norm: str = "rmsnorm"  # rmsnorm | layernorm
     norm_eps: float = 1e-6
     attention: str = "gqa"  # gqa | pwa (SLlama's permutated weight attention)
-    ffn: str = "swiglu"  # swiglu | gelu | spmlp (SLlama's shared projection MLP)
+    ffn: str = "swiglu"  # swiglu | gelu | relu2 | spmlp (SLlama's shared projection MLP)
     head: str = "token"  # token | multi_token (Gloeckle et al., 2024)
     mtp_tokens: int = 4  # head=multi_token: tokens predicted per position (next + mtp_tokens - 1)
     mtp_weight: float = 1.0  # head=multi_token: weight of each extra head's auxiliary loss
@@ -69,6 +69,9 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = False
     init_std: float = 0.02
+    # Modern-architecture switches (modded-nanogpt speed-run records; docs/training_knobs.md)
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys, before RoPE
+    zero_init_projections: bool = False  # attention o_proj and FFN down projections start at 0
     sharing: SharingConfig = field(default_factory=SharingConfig)
 
     @property
