@@ -1,0 +1,75 @@
+"""Muon: the Newton-Schulz update against an SVD reference written here, the orthogonality of the
+update, and a whole MuonAdamW step against a step computed by hand (AdamW part: torch's AdamW)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stlm.train.muon import MuonAdamW, newton_schulz
+
+A, B, C = 3.4445, -4.7750, 2.0315  # the quintic's coefficients (Jordan et al., 2024)
+
+
+def reference_polar(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The Newton-Schulz iteration acts on each singular value alone: with G = U S V^T and
+    s = S / ||G||_F, it maps s -> a s + b s^3 + c s^5 `steps` times and keeps U and V."""
+    u, s, vh = torch.linalg.svd(g.double(), full_matrices=False)
+    s = s / s.square().sum().sqrt()
+    for _ in range(steps):
+        s = A * s + B * s ** 3 + C * s ** 5
+    return u @ torch.diag(s) @ vh
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24), (32, 32)])
+def test_newton_schulz_equals_the_singular_value_reference(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    out = newton_schulz(g)
+    assert out.dtype == g.dtype and out.shape == g.shape
+    torch.testing.assert_close(out.double(), reference_polar(g), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24), (64, 64)])
+def test_update_is_orthogonal_within_tolerance(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 1e-3  # scale-free
+    out = newton_schulz(g).double()
+    u, s, vh = torch.linalg.svd(g.double(), full_matrices=False)
+    moved = u.T @ out @ vh.T  # the update in g's singular bases: diagonal, the same bases as U V^T
+    off = moved - torch.diag(torch.diagonal(moved))
+    assert off.abs().max() < 1e-4
+    per_direction = torch.diagonal(moved)
+    assert per_direction.max() < 1.25
+    resolved = s / s.square().sum().sqrt() > 2e-3  # directions five steps can lift (x 3.4445^5)
+    assert resolved.float().mean() > 0.9
+    assert per_direction[resolved].min() > 0.6, per_direction  # each moves by about the same amount
+    polar = u @ vh  # the exact orthogonal factor
+    assert (out - polar).norm() / polar.norm() < 0.3
+
+
+def test_a_muon_adamw_step_equals_the_hand_computed_one():
+    gen = torch.Generator().manual_seed(2)
+    w0, b0 = torch.randn(16, 8, generator=gen), torch.randn(8, generator=gen)
+    grads = [(torch.randn(16, 8, generator=gen), torch.randn(8, generator=gen)) for _ in range(3)]
+    w, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(b0.clone())
+    lr_m, lr_a, mu, wd = 0.05, 0.01, 0.9, 0.1
+    opt = MuonAdamW([{"params": [w], "muon": True, "lr": lr_m, "momentum": mu, "weight_decay": wd},
+                     {"params": [b], "lr": lr_a, "betas": (0.8, 0.99), "weight_decay": wd}])
+    b_ref = torch.nn.Parameter(b0.clone())
+    adamw = torch.optim.AdamW([b_ref], lr=lr_a, betas=(0.8, 0.99), eps=1e-8, weight_decay=wd)
+    w_ref, buf = w0.double(), torch.zeros(16, 8, dtype=torch.float64)
+    for gw, gb in grads:
+        w.grad, b.grad, b_ref.grad = gw.clone(), gb.clone(), gb.clone()
+        opt.step()
+        adamw.step()
+        buf = mu * buf + gw.double()
+        update = reference_polar(gw.double() + mu * buf) * math.sqrt(16 / 8)  # Nesterov; tall: x sqrt(2)
+        w_ref = w_ref * (1 - lr_m * wd) - lr_m * update
+    torch.testing.assert_close(w.detach().double(), w_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(b.detach(), b_ref.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_muon_groups_refuse_vectors():
+    with pytest.raises(ValueError, match="2-D matrices only"):
+        MuonAdamW([{"params": [torch.nn.Parameter(torch.zeros(3))], "muon": True}])
