@@ -11,6 +11,8 @@ EPILOG = """studies:
   sllama   train llama_untied, llama_tied, sllama and SLlama's component ablations on the same
            real text, tokens and seed; evaluate bits per byte, BLiMP (full and BabyLM-filtered)
            and the built-in grammar's minimal pairs; write results.{md,json,png} (docs/sllama_study.md)
+  schedule cosine, linear, WSD and inverse-sqrt learning rates, and dropout schedules, on the
+           built-in corpus at equal tokens (docs/knob_studies.md)
 
 The default budget (1) fits 2 CPU cores in about 30 minutes; use --budget 50 or more on a GPU.
 A killed study resumes when run again with the same arguments."""
@@ -47,6 +49,7 @@ def _data_root(explicit: str | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stlm.study.knobs import STUDY_VARIANTS, run_knob_study
     from stlm.study.sllama import MODELS, StudySettings, run_study
     from stlm.tokenizers.bpe import MIN_VOCAB
 
@@ -54,11 +57,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--budget must be > 0, got {args.budget}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    out = Path(args.out or f"runs/studies/{args.study}")
+    if args.study in STUDY_VARIANTS:  # knob studies train on the built-in corpus: no data folder
+        run_knob_study(args.study, args.budget, out, args.device, args.threads, not args.no_progress)
+        return 0
     if args.bpe_vocab < MIN_VOCAB:
         raise UserError(f"--bpe-vocab must be at least {MIN_VOCAB} (256 bytes + end-of-text), "
                         f"got {args.bpe_vocab}")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else MODELS
-    settings = StudySettings(budget=args.budget, out=Path(args.out or f"runs/studies/{args.study}"),
+    settings = StudySettings(budget=args.budget, out=out,
                              data_root=_data_root(args.data_dir), models=models, bpe_vocab=args.bpe_vocab,
                              paper_vocab=args.paper_vocab, device=args.device,
                              threads=args.threads, progress=not args.no_progress)

@@ -93,3 +93,62 @@ def write_report(results: dict, out: Path) -> str:
     write_atomic(out / TABLE_FILE, (f"# {results['study']} study\n\n{table}\n").encode())
     plot(results, out)
     return table
+
+
+def format_knob_table(results: dict) -> str:
+    """The markdown table of a training-knob study (stlm.study.knobs)."""
+    lines = ["| variant | what changes | tokens | val loss | val bpb | minimal pairs % | local % | structural % | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        tiers = r["pairs_per_tier"]
+        pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
+        lines.append(f"| {r['model']} | {r['role']} | {r['tokens']:,} | {r['val_loss']:.4f} | {r['val_bpb']:.4f} | "
+                     f"{pct(r['pairs'])} | {pct(tiers.get('local'))} | {pct(tiers.get('structural'))} | "
+                     f"{r['train_seconds']:.0f} |")
+    lines += ["", f"Budget {results['budget']:g}: {results['tokens_per_model']:,} planned training tokens per "
+              f"student model, one seed ({results['seed']}); validation over the whole held-out split of "
+              "the built-in grammar corpus; minimal pairs: the grammar's, 100 per paradigm."]
+    return "\n".join(lines)
+
+
+def plot_knobs(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stlm.runs import METRICS_FILE
+    from stlm.train.metrics import read_metrics
+
+    rows = results["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
+    for r in rows:
+        metrics = Path(r["run_dir"]) / METRICS_FILE
+        curve = [(m["tokens"], m["loss"]) for m in read_metrics(metrics) if "loss" in m] if metrics.exists() else []
+        if curve:
+            axes[0].plot(*zip(*curve), label=r["model"], linewidth=1)
+    axes[0].set(xlabel="training tokens", ylabel="train loss (nats/token)", title="training loss", yscale="log")
+    axes[0].legend(fontsize=7)
+    names = [r["model"] for r in rows]
+    axes[1].barh(names, [r["val_bpb"] for r in rows])
+    lo = min(r["val_bpb"] for r in rows)
+    axes[1].set(xlabel="validation bits per byte (lower is better)", title=f"{results['study']} study",
+                xlim=(lo * 0.95, max(r["val_bpb"] for r in rows) * 1.01))
+    axes[1].invert_yaxis()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out / f".tmp-{PLOT_FILE}"
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    os.replace(tmp, out / PLOT_FILE)
+
+
+def write_knob_report(results: dict, out: Path) -> str:
+    """Write results.json, results.md and results.png of a knob study into `out`; return the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_knob_table(results)
+    _write(out / JSON_FILE, json.dumps(results, indent=1).encode())
+    _write(out / TABLE_FILE, (f"# {results['study']} study\n\n{table}\n").encode())
+    plot_knobs(results, out)
+    return table
