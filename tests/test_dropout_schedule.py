@@ -45,10 +45,12 @@ def test_set_dropout_reaches_every_dropout_and_changes_the_forward():
     assert dropout_rates(model) == {0.3} and attn.dropout == 0.3  # SDPA's dropout_p too
     assert all(m.p == 0.3 for m in model.modules() if isinstance(m, torch.nn.Dropout))
     x = torch.randint(0, 50, (2, 16))
-    assert not torch.equal(model(x), model(x))  # dropout active in train mode
+    logits = lambda: model(x).logits  # noqa: E731
+    assert not torch.equal(logits(), logits())  # dropout active in train mode
     set_dropout(model, 0.0)
-    assert torch.equal(model(x), model(x))  # p=0 in train mode: deterministic
-    assert torch.equal(model(x), model.eval()(x))  # ... and equal to eval mode
+    assert torch.equal(logits(), logits())  # p=0 in train mode: deterministic
+    train_mode = logits()
+    assert torch.equal(train_mode, model.eval()(x).logits)  # ... and equal to eval mode
     with pytest.raises(ValueError, match="dropout rate must be in"):
         set_dropout(model, 1.5)
 
@@ -59,15 +61,15 @@ def test_attention_dropout_alone_changes_the_output():
     for block in model.core.blocks:
         block.attn.dropout = 0.5
     x = torch.randint(0, 50, (2, 16))
-    assert not torch.equal(model(x), model(x))
+    assert not torch.equal(model(x).logits, model(x).logits)
     set_dropout(model, 0.0)
-    assert torch.equal(model(x), model(x))
+    assert torch.equal(model(x).logits, model(x).logits)
 
 
 def test_a_model_built_with_zero_dropout_is_deterministic_in_train_mode():
     model = tiny_model(0.0)
     x = torch.randint(0, 50, (2, 16))
-    torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
+    torch.testing.assert_close(model(x).logits, model(x).logits, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("override, message", [

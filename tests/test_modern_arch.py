@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from stlm.config.schema import ModelConfig
 from stlm.models import build_model
@@ -52,7 +51,7 @@ def test_qk_norm_matches_reference_and_makes_attention_scale_invariant():
         attn.qk_norm.q_norm.weight.uniform_(0.5, 1.5)  # non-trivial learned scales
         attn.qk_norm.k_norm.weight.uniform_(0.5, 1.5)
         x = torch.randn(2, T, 32)
-        rope = model.core.rope(0, T, x.device)
+        rope = model.core.rope(torch.arange(T))
         torch.testing.assert_close(attn(x, rope), reference_qk_norm_attention(attn, x), rtol=1e-4, atol=1e-5)
         before = attn(x, rope)
         attn.q_proj.weight.mul_(7.0)  # normalised per head: the scale of q and k no longer matters
@@ -81,21 +80,22 @@ def test_zero_init_projections_start_each_block_as_identity_then_learn():
     zero = {n for n, p in model.named_parameters() if p.dim() == 2 and not p.any()}
     assert zero == {f"core.blocks.{i}.{m}.weight" for i in range(2) for m in ("attn.o_proj", "ffn.down_proj")}
     x = ids()
+    pos = torch.arange(T)
     with torch.no_grad():  # the core is the identity: logits = head(embedding)
-        torch.testing.assert_close(model(x), model.head(model.embedder(x)), rtol=0, atol=0)
+        torch.testing.assert_close(model(x).logits, model.head(model.embedder(x, pos)), rtol=0, atol=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for step in range(3):
-        loss = F.cross_entropy(model(ids(step)).view(-1, V), ids(step + 10).view(-1))
-        loss.backward()
+        model(ids(step), ids(step + 10)).loss.backward()
         opt.step()
         opt.zero_grad()
     assert all(model.get_parameter(n).abs().sum() > 0 for n in zero)  # the projections learned
     model.eval()
     with torch.no_grad():
-        full = model(x)
-        assert not torch.allclose(full, model.head(model.embedder(x)), atol=1e-4)
+        full = model(x).logits
+        assert not torch.allclose(full, model.head(model.embedder(x, pos)), atol=1e-4)
         cache = model.new_cache()  # with attention now contributing, the KV cache still agrees
-        pieces = [model(x[:, :5], cache=cache)] + [model(x[:, t : t + 1], cache=cache) for t in range(5, T)]
+        pieces = [model(x[:, :5], cache=cache).logits] + [model(x[:, t : t + 1], cache=cache).logits
+                                                          for t in range(5, T)]
     torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-4, atol=1e-5)
 
 
