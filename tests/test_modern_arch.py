@@ -1,5 +1,5 @@
-"""Modern-architecture switches: QK-norm, ReLU-squared MLP and zero-initialised output
-projections, each checked against a computation written out here."""
+"""Modern-architecture switches: QK-norm, ReLU-squared MLP, zero-initialised output projections
+and logit soft-capping, each checked against a computation written out here."""
 
 from __future__ import annotations
 
@@ -106,3 +106,27 @@ def test_default_init_is_unchanged_by_the_switch():
     b = build_model(tiny(qk_norm=False, zero_init_projections=False))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert a.core.blocks[0].attn.o_proj.weight.std() > 0
+
+
+def test_logit_softcap_bounds_logits_everywhere_the_head_is_used():
+    cap = 5.0
+    torch.manual_seed(0)
+    model = build_model(tiny(logit_softcap=cap, tie_embeddings=True)).eval()
+    with torch.no_grad():
+        model.head.linear.weight.mul_(200.0)  # raw logits far beyond the cap
+    x, y = ids(1), ids(2)
+    with torch.no_grad():
+        h = model.encode(x)
+        raw = model.head.linear(model.head.norm(h))  # the uncapped logits
+        assert raw.abs().max() > 10 * cap
+        want = cap * torch.tanh(raw / cap)
+        out = model(x, y)
+        torch.testing.assert_close(out.logits, want, rtol=1e-5, atol=1e-5)
+        assert out.logits.abs().max() <= cap  # tanh saturates to exactly 1 in float32
+        ce = torch.nn.functional.cross_entropy(want.reshape(-1, V), y.reshape(-1))
+        torch.testing.assert_close(out.lm_loss, ce, rtol=1e-5, atol=1e-6)  # the loss sees capped logits
+        logp, _ = model.logprobs(x, y)  # and so does scoring
+        torch.testing.assert_close(logp, want.log_softmax(-1).gather(-1, y[..., None])[..., 0],
+                                   rtol=1e-5, atol=1e-5)
+    off = build_model(tiny()).eval()
+    assert off.head.softcap is None
