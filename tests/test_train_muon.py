@@ -68,3 +68,67 @@ def test_muon_steps_equal_the_hand_computed_ones():
 def test_muon_refuses_vectors():
     with pytest.raises(ValueError, match="2-D matrices only"):
         Muon([torch.nn.Parameter(torch.zeros(3))])
+
+
+def test_muon_builder_splits_core_matrices_from_the_rest():
+    from stlm.config.schema import ModelConfig, TrainConfig
+    from stlm.models import build_model
+    from stlm.train.optim import build_optimizer
+
+    model = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=16,
+                                    tie_embeddings=True), 50)
+    cfg = TrainConfig(optimizer="muon", lr=2e-3)
+    cfg.muon.lr = 0.03
+    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW)
+    names = {p: n for n, p in model.named_parameters()}
+    in_muon = {names[p] for g in muon.param_groups for p in g["params"]}
+    in_adamw = {names[p] for g in adamw.param_groups for p in g["params"]}
+    assert in_muon == {n for n, p in model.named_parameters() if n.startswith("core.") and p.dim() == 2}
+    assert in_muon.isdisjoint(in_adamw) and in_muon | in_adamw == set(names.values())
+    assert "embedder.token.weight" in in_adamw and any("norm" in n for n in in_adamw)
+    opt.set_lr(1e-3)  # half the peak: each group keeps its own rate
+    assert [g["lr"] for g in muon.param_groups] == [pytest.approx(0.015)]
+    assert {g["lr"] for g in adamw.param_groups} == {1e-3}
+
+
+def test_bad_muon_settings_are_refused():
+    from stlm.config.loader import ConfigError, compose_config
+
+    with pytest.raises(ConfigError, match="train.muon.momentum < 1"):
+        compose_config(["train.optimizer=muon", "train.muon.momentum=1.0"])
+
+
+@pytest.mark.slow
+def test_muon_adamw_run_resumes_bit_exactly(tmp_path):
+    import shutil
+
+    from test_train_loop import tiny_overrides
+
+    from stlm.config import compose_config
+    from stlm.runs import load_run
+    from stlm.train import run_training
+    from stlm.train.metrics import read_metrics
+    from stlm.train.resume import resume_config
+
+    cfg = compose_config(tiny_overrides(tmp_path, "muon", "train.optimizer=muon", "train.max_steps=16",
+                                        "train.checkpoint_every=8", "train.eval_every=8", "train.keep_last=3",
+                                        "train.muon.lr=0.02"))
+    run_dir = tmp_path / "runs" / "muon"
+    run_training(cfg, echo=lambda s: None)
+    first = {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}
+    final = {n: p.clone() for n, p in load_run(run_dir, which="last").model.state_dict().items()}
+    assert first[16] < first[1] - 1.0  # it learns
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / "checkpoints" / "step-8" / "trainer.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "optimizer.core.blocks.0.attn.q_proj.weight.momentum_buffer" in keys  # Muon, by name
+    assert "optimizer.embedder.token.weight.exp_avg" in keys  # AdamW
+    shutil.rmtree(run_dir / "checkpoints" / "step-16")  # back to step 8: Muon momentum + AdamW moments
+    run_training(resume_config(run_dir, ["train.progress=false"]), echo=lambda s: None)
+    again = {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}
+    assert again == first  # steps 9..16 recomputed: the same floats
+    resumed = load_run(run_dir, which="last").model.state_dict()
+    assert all(torch.equal(resumed[n], final[n]) for n in final)

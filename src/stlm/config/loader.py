@@ -135,12 +135,18 @@ def validate(run: RunConfig) -> None:
     if not 0.0 <= ds.start <= ds.end <= 1.0:
         raise ConfigError(f"need 0 <= train.dropout_schedule.start <= train.dropout_schedule.end <= 1, "
                           f"got start={ds.start}, end={ds.end}")
+    if m.logit_softcap is not None and not m.logit_softcap > 0:
+        raise ConfigError(f"model.logit_softcap must be > 0 (or null: off), got {m.logit_softcap}")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
     _check_choice("train.precision", run.train.precision, ("auto", "fp32", "bf16"))
     from stlm.train.optim import OPTIMIZERS
 
     _check_choice("train.optimizer", run.train.optimizer, sorted(OPTIMIZERS))
+    mu = run.train.muon
+    if not (mu.lr > 0 and 0.0 <= mu.momentum < 1.0 and mu.ns_steps >= 1 and mu.weight_decay >= 0):
+        raise ConfigError(f"need train.muon.lr > 0, 0 <= train.muon.momentum < 1, train.muon.ns_steps >= 1 "
+                          f"and train.muon.weight_decay >= 0; got {mu}")
     from stlm.train.tracking import TRACKERS
 
     _check_choice("train.tracker", run.train.tracker, ["none", *TRACKERS])

@@ -72,6 +72,7 @@ class ModelConfig:
     # Modern-architecture switches (modded-nanogpt speed-run records; docs/training_knobs.md)
     qk_norm: bool = False  # RMSNorm on each head's queries and keys, before RoPE
     zero_init_projections: bool = False  # attention o_proj and FFN down projections start at 0
+    logit_softcap: Optional[float] = None  # head logits become cap * tanh(logits / cap); None: off
     sharing: SharingConfig = field(default_factory=SharingConfig)
 
     @property
@@ -158,6 +159,18 @@ class DropoutScheduleConfig:
 
 
 @dataclass
+class MuonConfig:
+    """train.optimizer=muon: Muon for the core's matrices (stlm.train.muon), AdamW at train.lr for
+    the rest. The Muon rate follows the same schedule shape, scaled by lr / train.lr."""
+
+    lr: float = 0.02  # peak rate of the core's 2-D matrices
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5  # Newton-Schulz iterations
+    weight_decay: float = 0.0  # decoupled, on the Muon matrices (AdamW groups use train.weight_decay)
+
+
+@dataclass
 class TrainConfig:
     """Optimiser, schedule, budget and cadence of a training run."""
 
@@ -167,7 +180,8 @@ class TrainConfig:
     max_steps: Optional[int] = 1000
     max_tokens: Optional[int] = None  # budget alternatives; the smallest one wins
     max_minutes: Optional[float] = None
-    optimizer: str = "adamw"  # a registered optimizer builder (stlm.train.optim)
+    optimizer: str = "adamw"  # a registered optimizer builder (stlm.train.optim): adamw | muon
+    muon: MuonConfig = field(default_factory=MuonConfig)
     lr: float = 3e-3
     min_lr: float = 3e-4
     schedule: str = "cosine"  # cosine | linear | wsd | constant | inverse_sqrt (stlm.train.schedule)

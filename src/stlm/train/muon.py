@@ -22,6 +22,10 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
+
+from stlm.config.schema import TrainConfig
+from stlm.train.optim import OptimizerSet, adamw, decay_groups, register_optimizer
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
@@ -74,3 +78,20 @@ class Muon(torch.optim.Optimizer):
                 p.mul_(1.0 - lr * wd)
                 p.add_(update.to(p.dtype), alpha=-lr)
         return loss
+
+
+@register_optimizer("muon")
+def build_muon(model: nn.Module, cfg: TrainConfig, device: torch.device) -> OptimizerSet:
+    """Muon (`train.muon.*`) for the core's 2-D matrices; AdamW at `train.lr` for embeddings, the
+    head, norms and biases (and any other vector or table outside the core)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # a tied tensor once
+    matrices = [p for n, p in named if n.startswith("core.") and p.dim() == 2]
+    in_muon = {id(p) for p in matrices}
+    m = cfg.muon
+    optimizers: list[torch.optim.Optimizer] = []
+    if matrices:
+        optimizers.append(Muon([{"params": matrices, "lr_scale": m.lr / cfg.lr}], lr=m.lr, momentum=m.momentum,
+                               nesterov=m.nesterov, ns_steps=m.ns_steps, weight_decay=m.weight_decay))
+    rest = [(n, p) for n, p in named if id(p) not in in_muon]
+    optimizers.append(adamw(decay_groups(rest, cfg.weight_decay), cfg, device))
+    return OptimizerSet(optimizers, model)
