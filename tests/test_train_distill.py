@@ -52,3 +52,51 @@ def test_bad_direction_and_vocab_mismatch_are_refused():
         distillation_kl(logits(0), logits(1), direction="sideways")
     with pytest.raises(ValueError, match="same vocabulary"):
         distillation_kl(logits(0), logits(1, (2, 5, 8)))
+
+
+def test_a_teacher_that_is_a_copy_of_the_student_gives_zero_kl():
+    import copy
+
+    from stlm.config.schema import ModelConfig
+    from stlm.models import build_model
+    from stlm.train.losses import DistillationLoss
+
+    torch.manual_seed(0)
+    student = build_model(ModelConfig(vocab_size=50, context_length=16, d_model=32, n_layers=2, n_heads=2,
+                                      d_ff=64)).train()
+    x = torch.randint(0, 50, (2, 16))
+    y = torch.randint(0, 50, (2, 16))
+    same = DistillationLoss(student, copy.deepcopy(student), weight=0.3, temperature=2.0, direction="forward")
+    loss, lm, aux = same(x, y)
+    assert aux["distill_kl"].item() == pytest.approx(0.0, abs=1e-6)
+    assert loss.item() == pytest.approx(0.7 * lm.item(), rel=1e-6)
+    assert [n for n, _ in same.named_parameters()] == [f"model.{n}" for n, _ in student.named_parameters()]
+    torch.manual_seed(1)
+    other = build_model(student.cfg)
+    _, _, aux = DistillationLoss(student, other, 0.3, 2.0, "reverse")(x, y)
+    assert aux["distill_kl"].item() > 1e-4
+    loss.backward()  # gradients reach the student only
+    assert student.head.linear.weight.grad is not None
+
+
+@pytest.mark.slow
+def test_distillation_run_from_a_teacher_run(tmp_path):
+    from test_train_loop import tiny_overrides
+
+    from stlm.config import compose_config
+    from stlm.errors import UserError
+    from stlm.train import run_training
+    from stlm.train.metrics import read_metrics
+
+    teacher = run_training(compose_config(tiny_overrides(tmp_path, "teacher", "train.max_steps=40")),
+                           echo=lambda s: None)
+    student = ["train.max_steps=20", "train.loss=distill", f"train.distill.teacher={teacher['run_dir']}",
+               "train.distill.weight=0.5"]
+    run_training(compose_config(tiny_overrides(tmp_path, "student", *student)), echo=lambda s: None)
+    records = read_metrics(tmp_path / "runs" / "student" / "metrics.jsonl")
+    kl = [r["aux.distill_kl"] for r in records]
+    assert len(kl) == 20 and all(math.isfinite(v) for v in kl)
+    assert kl[-1] < kl[0] / 2  # the student moves towards the teacher
+    assert records[-1]["objective"] == pytest.approx(0.5 * records[-1]["loss"] + 0.5 * kl[-1], rel=1e-4)
+    with pytest.raises(UserError, match="needs a teacher"):
+        run_training(compose_config(tiny_overrides(tmp_path, "orphan", "train.loss=distill")), echo=lambda s: None)

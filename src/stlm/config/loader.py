@@ -143,6 +143,15 @@ def validate(run: RunConfig) -> None:
     from stlm.train.optim import OPTIMIZERS
 
     _check_choice("train.optimizer", run.train.optimizer, sorted(OPTIMIZERS))
+    from stlm.train.distill import DIRECTIONS
+    from stlm.train.losses import LOSSES
+
+    _check_choice("train.loss", run.train.loss, sorted(LOSSES))
+    d = run.train.distill
+    _check_choice("train.distill.direction", d.direction, DIRECTIONS)
+    if not (0.0 <= d.weight <= 1.0 and d.temperature > 0):
+        raise ConfigError(f"need 0 <= train.distill.weight <= 1 and train.distill.temperature > 0, got "
+                          f"weight={d.weight}, temperature={d.temperature}")
     mu = run.train.muon
     if not (mu.lr > 0 and 0.0 <= mu.momentum < 1.0 and mu.ns_steps >= 1 and mu.weight_decay >= 0):
         raise ConfigError(f"need train.muon.lr > 0, 0 <= train.muon.momentum < 1, train.muon.ns_steps >= 1 "

@@ -171,6 +171,16 @@ class MuonConfig:
 
 
 @dataclass
+class DistillConfig:
+    """train.loss=distill: match a teacher stlm run's next-token distribution (stlm.train.distill)."""
+
+    teacher: Optional[str] = None  # run directory of the teacher (same tokenizer); its last checkpoint
+    weight: float = 0.5  # loss = (1 - weight) * label loss + weight * T^2 KL
+    temperature: float = 2.0
+    direction: str = "forward"  # forward: KL(teacher || student) | reverse: KL(student || teacher)
+
+
+@dataclass
 class TrainConfig:
     """Optimiser, schedule, budget and cadence of a training run."""
 
@@ -182,6 +192,8 @@ class TrainConfig:
     max_minutes: Optional[float] = None
     optimizer: str = "adamw"  # a registered optimizer builder (stlm.train.optim): adamw | muon
     muon: MuonConfig = field(default_factory=MuonConfig)
+    loss: str = "lm"  # a registered training objective (stlm.train.losses): lm | distill
+    distill: DistillConfig = field(default_factory=DistillConfig)
     lr: float = 3e-3
     min_lr: float = 3e-4
     schedule: str = "cosine"  # cosine | linear | wsd | constant | inverse_sqrt (stlm.train.schedule)
