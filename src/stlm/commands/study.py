@@ -13,6 +13,8 @@ EPILOG = """studies:
            and the built-in grammar's minimal pairs; write results.{md,json,png} (docs/sllama_study.md)
   schedule cosine, linear, WSD and inverse-sqrt learning rates, and dropout schedules, on the
            built-in corpus at equal tokens (docs/knob_studies.md)
+  optimizer AdamW vs Muon at equal tokens, a 3-point learning-rate sweep each (docs/knob_studies.md)
+  distill  a student alone vs distilled from a teacher trained on 3x the tokens (docs/knob_studies.md)
 
 The default budget (1) fits 2 CPU cores in about 30 minutes; use --budget 50 or more on a GPU.
 A killed study resumes when run again with the same arguments."""

@@ -59,13 +59,27 @@ STUDY_VARIANTS: dict[str, tuple[Variant, ...]] = {
         Variant("dropout_late", "dropout 0.1 for the last 50%", _dropout("late", "train.dropout_schedule.start=0.5")),
         Variant("dropout_triangular", "dropout 0 -> 0.1 -> 0", _dropout("triangular")),
     ),
+    "optimizer": (
+        *(Variant(f"adamw_lr{lr:g}", f"AdamW, peak lr {lr:g}", (f"train.lr={lr:g}", f"train.min_lr={lr / 10:g}"))
+          for lr in (2e-3, 6e-3, 1.8e-2)),
+        *(Variant(f"muon_lr{lr}", f"Muon lr {lr} (AdamW parts 6e-3)",
+                  ("train.optimizer=muon", f"train.muon.lr={lr}")) for lr in ("0.01", "0.02", "0.04")),
+    ),
+    "distill": (
+        Variant("teacher", "teacher: the same model, 3x the tokens", tokens_factor=3.0),
+        Variant("student", "student alone"),
+        Variant("student_distilled", "student + teacher, forward KL, T=2, weight 0.5",
+                ("train.loss=distill", "train.distill.teacher={teacher}", "train.distill.weight=0.5",
+                 "train.distill.temperature=2.0")),
+    ),
 }
 
 
 def variant_config(study: str, v: Variant, budget: float, out: Path, device: str, threads: int | None,
                    progress: bool):
     """The run configuration of one variant (cosine, AdamW, no dropout unless it says otherwise)."""
-    cfg = compose_config([*BASE, *v.overrides, f"train.device={device}", f"runs_dir={out / 'runs'}",
+    overrides = [o.replace("{teacher}", str((out / "runs" / "teacher").resolve())) for o in v.overrides]
+    cfg = compose_config([*BASE, *overrides, f"train.device={device}", f"runs_dir={out / 'runs'}",
                           f"run_name={v.name}", f"train.progress={str(progress).lower()}"]
                          + ([f"train.threads={threads}"] if threads else []))
     tokens_per_step = cfg.train.batch_size * cfg.train.context_length
