@@ -9,8 +9,9 @@ grammar's minimal pairs.
 - `distill`: a student trained alone against the same student distilled from a teacher (the
   same architecture trained on three times the tokens), forward KL at temperature 2.
 
-The corpus needs no network and no shared data. Budget 1 is 400k tokens per model, about a
-minute each on 2 idle CPU cores. A killed study resumes: finished runs are reused.
+The corpus needs no network and no shared data. Budget 1 is 400k tokens per model (about 40 s
+of training each at the quickstart's idle 2-core speed; several minutes on a busy machine). A
+killed study resumes: finished runs are reused.
 """
 
 from __future__ import annotations
