@@ -35,18 +35,22 @@ class Budget:
         """Learning rate of the 0-based optimizer step `step`."""
         if self.total_steps is None:
             return lr_at_time(step, elapsed_s / self.max_seconds, self.cfg)
+        return lr_at(step, self._plan(step, elapsed_s), self.cfg)
+
+    def _plan(self, step: int, elapsed_s: float) -> float:
+        """Steps the schedules are planned over (a step budget; fewer when time runs out first)."""
         plan: float = self.schedule_steps or self.total_steps
         if self.max_seconds is not None and step > 0:
             time_spent = elapsed_s / self.max_seconds
             if time_spent * plan > step:  # time runs out first: plan over the steps it allows
                 plan = step / time_spent
-        return lr_at(step, plan, self.cfg)
+        return plan
 
     def progress(self, step: int, elapsed_s: float) -> float:
-        """Fraction of the budget spent before the 0-based step `step`: steps, or time alone."""
-        if self.total_steps is not None:
-            return step / self.total_steps
-        return elapsed_s / self.max_seconds
+        """Fraction of the planned run before the 0-based step `step` (by time for minutes only)."""
+        if self.total_steps is None:
+            return elapsed_s / self.max_seconds
+        return step / self._plan(step, elapsed_s)
 
     def dropout(self, step: int, elapsed_s: float, peak: float) -> float:
         """Dropout rate of step `step` under `train.dropout_schedule`, for the peak `model.dropout`."""
