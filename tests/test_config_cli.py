@@ -31,7 +31,7 @@ def test_preset_inherits_from_baseline():
     ("train.lrr=1", "unknown config key 'train.lrr'; valid keys in train: "),
     ("nonsense=1", "unknown config key 'nonsense'"),
     ("train.lr=fast", "bad value 'fast' for 'train.lr'"),
-    ("model.ffn=relu2", "bad value 'relu2' for 'model.ffn'; valid choices: gelu, spmlp, swiglu"),
+    ("model.ffn=relu3", "bad value 'relu3' for 'model.ffn'; valid choices: gelu, relu2, spmlp, swiglu"),
 ])
 def test_bad_overrides_give_one_line(override, expected):
     with pytest.raises(ConfigError) as info:

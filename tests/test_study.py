@@ -99,3 +99,24 @@ def test_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert again["rows"] == results["rows"]
     with pytest.raises(UserError, match="other settings"):
         run_study(StudySettings(**{**settings.__dict__, "budget": 0.004}), echo=lambda _: None)
+
+
+def test_knob_studies_compare_variants_at_equal_tokens(tmp_path):
+    from stlm.study.knobs import STUDY_VARIANTS, variant_config
+
+    for study, variants in STUDY_VARIANTS.items():
+        cfgs = {v.name: variant_config(study, v, 1.0, tmp_path, "cpu", None, False) for v in variants}
+        students = [c for name, c in cfgs.items() if name != "teacher"]
+        assert len({c.train.max_steps for c in students}) == 1  # equal tokens
+        plain = [c for c in students if c.model.dropout == 0]
+        assert all((c.model, c.data, c.seed) == (plain[0].model, plain[0].data, plain[0].seed) for c in plain)
+    sched = {v.name: variant_config("schedule", v, 1.0, tmp_path, "cpu", None, False)
+             for v in STUDY_VARIANTS["schedule"]}
+    assert sched["wsd_1sqrt"].train.cooldown_shape == "1-sqrt"
+    assert sched["dropout_early"].train.dropout_schedule.end == 0.2 and sched["cosine"].model.dropout == 0
+    dist = {v.name: variant_config("distill", v, 1.0, tmp_path, "cpu", None, False)
+            for v in STUDY_VARIANTS["distill"]}
+    assert dist["teacher"].train.max_steps == pytest.approx(3 * dist["student"].train.max_steps, abs=2)
+    assert dist["student_distilled"].train.distill.teacher == str((tmp_path / "runs" / "teacher").resolve())
+    opt = [variant_config("optimizer", v, 1.0, tmp_path, "cpu", None, False) for v in STUDY_VARIANTS["optimizer"]]
+    assert sorted(c.train.optimizer for c in opt) == ["adamw"] * 3 + ["muon"] * 3

@@ -38,3 +38,21 @@ def test_two_ranks_match_one_process(tmp_path):
     one, two = (load_run(tmp_path / "runs" / name, which="last").model for name in ("single", "ddp"))
     torch.testing.assert_close(two(x).logits, one(x).logits, rtol=1e-3, atol=1e-4)  # the same weights after 8 steps
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp", "single"]  # one run dir
+
+
+def test_muon_under_two_ranks_matches_one_process(tmp_path):
+    """Muon orthogonalises the all-reduced gradient, so two ranks take the single process's steps."""
+    common = ["train.max_steps=4", "data.sampling=sequential", "train.eval_every=4", "train.checkpoint_every=4",
+              "train.optimizer=muon"]
+    run_training(compose_config(tiny_overrides(tmp_path, "single", *common, "train.batch_size=8")),
+                 echo=lambda s: None)
+    ddp_args = tiny_overrides(tmp_path, "ddp", *common, "train.batch_size=4")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "stlm.cli", "train", *ddp_args], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = read_metrics(tmp_path / "runs" / "ddp" / "metrics.jsonl")
+    ref = read_metrics(tmp_path / "runs" / "single" / "metrics.jsonl")
+    assert [r["loss"] for r in ddp] == pytest.approx([r["loss"] for r in ref], rel=1e-4)
+    x = torch.randint(0, 257, (2, 32), generator=torch.Generator().manual_seed(0))
+    one, two = (load_run(tmp_path / "runs" / name, which="last").model for name in ("single", "ddp"))
+    torch.testing.assert_close(two(x).logits, one(x).logits, rtol=1e-3, atol=1e-4)

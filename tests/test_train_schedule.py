@@ -30,13 +30,90 @@ def test_cosine_midpoint_and_constant():
     assert [lr_at(s, 20, const) for s in (5, 12, 19)] == [2e-3] * 3
 
 
-def test_schedule_is_a_pure_function_and_time_based_variant():
+def test_mid_run_value_and_time_based_variant():
     cfg = TrainConfig(lr=1e-3, min_lr=1e-5, warmup_steps=3)
-    assert lr_at(42, 80, cfg) == lr_at(42, 80, cfg)
+    # step 42 of 80: post-warmup progress (42 - 3) / (80 - 1 - 3) on the cosine
+    assert lr_at(42, 80, cfg) == pytest.approx(1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * 39 / 76)) / 2,
+                                               rel=1e-12)
     assert lr_at(1, 1, cfg) == 1e-5  # a one-step run is its own last step
     assert lr_at_time(1, 0.0, cfg) == pytest.approx(2e-3 / 3)
     assert lr_at_time(10, 1.0, cfg) == 1e-5
     assert lr_at_time(10, 0.5, cfg) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+
+
+# Boundaries of every schedule: lr 1e-3, min_lr 1e-4, 20 warmup steps, 101 steps (steps 20..100
+# decay, 80 steps of post-warmup progress). Expected values are written out from the definitions.
+LR, MIN, W, N = 1e-3, 1e-4, 20, 101
+WSD_COOL = 0.25  # the cool-down is steps 80..100 (the last quarter of the 80 post-warmup steps)
+
+
+def sched(name: str, **kw) -> TrainConfig:
+    return TrainConfig(lr=LR, min_lr=MIN, warmup_steps=W, schedule=name, **kw)
+
+
+def cool(q: float, shape: str) -> float:
+    """Independent cool-down values: the fraction of (LR - MIN) left at cool-down progress q."""
+    return {"linear": 1 - q, "cosine": (1 + math.cos(math.pi * q)) / 2, "1-sqrt": 1 - q ** 0.5}[shape]
+
+
+@pytest.mark.parametrize("name, cfg_kw, expected", [
+    # step: expected rate; 0 first step, 19 end of warmup, 20 start of decay, 100 last step
+    ("cosine", {}, {20: LR, 60: MIN + (LR - MIN) / 2, 100: MIN}),
+    ("linear", {}, {20: LR, 40: MIN + (LR - MIN) * 0.75, 100: MIN}),
+    ("constant", {}, {20: LR, 60: LR, 100: LR}),
+    ("inverse_sqrt", {}, {20: LR * math.sqrt(20 / 21), 79: LR * math.sqrt(20 / 80),
+                          100: LR * math.sqrt(20 / 101)}),
+    *[("wsd", {"cooldown_fraction": WSD_COOL, "cooldown_shape": shape},
+       {20: LR, 79: LR, 80: LR, 85: MIN + (LR - MIN) * cool(0.25, shape),
+        90: MIN + (LR - MIN) * cool(0.5, shape), 100: MIN})
+      for shape in ("linear", "cosine", "1-sqrt")],
+])
+def test_schedule_boundaries(name, cfg_kw, expected):
+    cfg = sched(name, **cfg_kw)
+    assert lr_at(0, N, cfg) == pytest.approx(LR / W, rel=1e-12)  # first step: 1/W of the peak
+    assert lr_at(W - 1, N, cfg) == LR  # end of warmup: exactly the peak
+    for step, want in expected.items():
+        assert lr_at(step, N, cfg) == pytest.approx(want, rel=1e-12), step
+    if name not in ("constant", "inverse_sqrt"):
+        assert lr_at(N - 1, N, cfg) == MIN  # exactly min_lr at the last step
+    lrs = [lr_at(s, N, cfg) for s in range(W, N)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # never rising after warmup
+
+
+def test_wsd_cooldown_shapes_differ_and_inverse_sqrt_floors_at_min_lr():
+    mid = {s: lr_at(90, N, sched("wsd", cooldown_fraction=WSD_COOL, cooldown_shape=s))
+           for s in ("linear", "cosine", "1-sqrt")}
+    assert mid["1-sqrt"] < mid["linear"] == pytest.approx(mid["cosine"])
+    assert lr_at(85, N, sched("wsd", cooldown_fraction=WSD_COOL, cooldown_shape="cosine")) > \
+        lr_at(85, N, sched("wsd", cooldown_fraction=WSD_COOL, cooldown_shape="linear"))
+    floored = TrainConfig(lr=LR, min_lr=5e-4, warmup_steps=W, schedule="inverse_sqrt")
+    assert lr_at(60, N, floored) == pytest.approx(LR * math.sqrt(20 / 61))  # 5.7e-4, above the floor
+    assert lr_at(100, N, floored) == 5e-4  # 1e-3 * sqrt(20 / 101) = 4.45e-4 is below it
+
+
+def test_minutes_only_variant_follows_elapsed_fraction_for_every_schedule():
+    wsd = sched("wsd", cooldown_fraction=WSD_COOL, cooldown_shape="1-sqrt")
+    assert lr_at_time(5, 0.0, wsd) == pytest.approx(LR * 6 / W)  # still warming up, by steps
+    assert lr_at_time(30, 0.75, wsd) == LR  # cool-down starts at 3/4 of the time budget
+    assert lr_at_time(30, 0.875, wsd) == pytest.approx(MIN + (LR - MIN) * (1 - 0.5 ** 0.5))
+    assert lr_at_time(30, 1.0, wsd) == MIN
+    assert lr_at_time(79, 0.3, sched("inverse_sqrt")) == pytest.approx(LR * 0.5)  # by step, not time
+    assert lr_at_time(30, 0.5, sched("linear")) == pytest.approx(MIN + (LR - MIN) * 0.5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.schedule=step", "bad value 'step' for 'train.schedule'; valid choices: constant, cosine, "
+                            "inverse_sqrt, linear, wsd"),
+    ("train.cooldown_shape=exp", "bad value 'exp' for 'train.cooldown_shape'; valid choices: 1-sqrt, "
+                                 "cosine, linear"),
+    ("train.cooldown_fraction=0", "train.cooldown_fraction must be in (0, 1], got 0.0"),
+])
+def test_bad_schedule_settings_are_refused(override, message):
+    from stlm.config.loader import ConfigError, compose_config
+
+    with pytest.raises(ConfigError) as info:
+        compose_config([override])
+    assert str(info.value) == message
 
 
 def test_budget_smallest_wins_and_requires_one():

@@ -1,6 +1,6 @@
 """The `stlm` command: one subcommand per job; each lives in `stlm.commands.<name>`.
 
-Config-driven subcommands (`train`, `prepare`, `params`) take Hydra overrides such as
+Config-driven subcommands (`train`, `prepare`, `params`, `schedule`) take Hydra overrides such as
 `model=tiny-3m train.lr=1e-3`. Errors that the user can fix print as one line, exit code 2.
 """
 
@@ -18,6 +18,7 @@ COMMANDS = {
     "generate": "Sample text from a trained run with the KV cache.",
     "prepare": "Tokenize a corpus into cached shards without training.",
     "params": "Parameters per component and FLOPs per token of a model config.",
+    "schedule": "Print and plot the learning-rate and dropout curves of a config (no training).",
     "report": "Compare evaluated runs side by side (table and plots).",
     "study": "Run a predefined multi-model study (e.g. `stlm study sllama`).",
     "export": "Write a run as a Hugging Face transformers model folder.",

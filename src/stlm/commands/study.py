@@ -14,6 +14,10 @@ EPILOG = """studies:
   compress train the quickstart model, then run every `stlm compress` method at several strengths;
            bits per byte and minimal pairs against bytes on disk, with the Pareto frontier
            (docs/compression_study.md); needs no data folder
+  schedule cosine, linear, WSD and inverse-sqrt learning rates, and dropout schedules, on the
+           built-in corpus at equal tokens (docs/knob_studies.md)
+  optimizer AdamW vs Muon at equal tokens, a 3-point learning-rate sweep each (docs/knob_studies.md)
+  distill  a student alone vs distilled from a teacher trained on 3x the tokens (docs/knob_studies.md)
 
 The default budget (1) fits 2 CPU cores in about 30 minutes; use --budget 50 or more on a GPU.
 A killed study resumes when run again with the same arguments."""
@@ -50,6 +54,7 @@ def _data_root(explicit: str | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stlm.study.knobs import STUDY_VARIANTS, run_knob_study
     from stlm.study.sllama import BPE_VOCAB, MODELS, StudySettings, run_study
     from stlm.tokenizers.bpe import MIN_VOCAB
 
@@ -59,11 +64,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     if args.study == "compress":
         return _compress_study(args, BPE_VOCAB)
+    out = Path(args.out or f"runs/studies/{args.study}")
+    if args.study in STUDY_VARIANTS:  # knob studies train on the built-in corpus: no data folder
+        run_knob_study(args.study, args.budget, out, args.device, args.threads, not args.no_progress)
+        return 0
     if args.bpe_vocab < MIN_VOCAB:
         raise UserError(f"--bpe-vocab must be at least {MIN_VOCAB} (256 bytes + end-of-text), "
                         f"got {args.bpe_vocab}")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else MODELS
-    settings = StudySettings(budget=args.budget, out=Path(args.out or f"runs/studies/{args.study}"),
+    settings = StudySettings(budget=args.budget, out=out,
                              data_root=_data_root(args.data_dir), models=models, bpe_vocab=args.bpe_vocab,
                              paper_vocab=args.paper_vocab, device=args.device,
                              threads=args.threads, progress=not args.no_progress)

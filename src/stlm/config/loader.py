@@ -124,7 +124,7 @@ def validate(run: RunConfig) -> None:
     _check_choice("data.tokenizer.kind", run.data.tokenizer.kind, KINDS)
     _check_choice("data.invalid_utf8", run.data.invalid_utf8, ("replace", "fail"))
     _check_choice("data.sampling", run.data.sampling, ("random", "sequential"))
-    _check_choice("train.schedule", run.train.schedule, ("cosine", "linear", "constant"))
+    _validate_training_knobs(run)
     _check_choice("train.precision", run.train.precision, ("auto", "fp32", "bf16"))
     from stlm.train.optim import OPTIMIZERS
 
@@ -144,7 +144,11 @@ def validate(run: RunConfig) -> None:
 LATER_KEYS = frozenset({"model.head", "model.mtp_tokens", "model.mtp_weight", "train.optimizer",
                         "train.continue_schedule", "train.diverge_factor", "train.tracker",
                         "train.tracker_project", "train.babylm_checkpoints", "train.babylm_words_per_m",
-                        "init_from", "model.layer_dropout", "model.early_exit_scale"})
+                        "init_from", "model.layer_dropout", "model.early_exit_scale",
+                        # training knobs (issue 13)
+                        "model.qk_norm", "model.zero_init_projections", "model.logit_softcap",
+                        "train.cooldown_fraction", "train.cooldown_shape", "train.dropout_schedule",
+                        "train.muon", "train.loss", "train.distill"})
 
 
 def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:
@@ -170,6 +174,39 @@ def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> li
             for i, item in enumerate(value):
                 problems += incomplete_keys(item, get_args(kind)[0], f"{key}.{i}.")
     return problems
+
+
+def _validate_training_knobs(run: RunConfig) -> None:
+    """Schedules, dropout, soft-capping, distillation and Muon settings (docs/training_knobs.md)."""
+    from stlm.train.distill import DIRECTIONS
+    from stlm.train.dropout import DROPOUT_SCHEDULES
+    from stlm.train.losses import LOSSES
+    from stlm.train.schedule import COOLDOWN_SHAPES, LR_SCHEDULES
+
+    m, t = run.model, run.train
+    _check_choice("train.schedule", t.schedule, sorted(LR_SCHEDULES))
+    _check_choice("train.cooldown_shape", t.cooldown_shape, sorted(COOLDOWN_SHAPES))
+    if not 0.0 < t.cooldown_fraction <= 1.0:
+        raise ConfigError(f"train.cooldown_fraction must be in (0, 1], got {t.cooldown_fraction}")
+    ds = t.dropout_schedule
+    _check_choice("train.dropout_schedule.shape", ds.shape, sorted(DROPOUT_SCHEDULES))
+    if not 0.0 <= ds.start <= ds.end <= 1.0:
+        raise ConfigError(f"need 0 <= train.dropout_schedule.start <= train.dropout_schedule.end <= 1, "
+                          f"got start={ds.start}, end={ds.end}")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if m.logit_softcap is not None and not m.logit_softcap > 0:
+        raise ConfigError(f"model.logit_softcap must be > 0 (or null: off), got {m.logit_softcap}")
+    _check_choice("train.loss", t.loss, sorted(LOSSES))
+    d = t.distill
+    _check_choice("train.distill.direction", d.direction, DIRECTIONS)
+    if not (0.0 <= d.weight <= 1.0 and d.temperature > 0):
+        raise ConfigError(f"need 0 <= train.distill.weight <= 1 and train.distill.temperature > 0, got "
+                          f"weight={d.weight}, temperature={d.temperature}")
+    mu = t.muon
+    if not (mu.lr > 0 and 0.0 <= mu.momentum < 1.0 and mu.ns_steps >= 1 and mu.weight_decay >= 0):
+        raise ConfigError(f"need train.muon.lr > 0, 0 <= train.muon.momentum < 1, train.muon.ns_steps >= 1 "
+                          f"and train.muon.weight_decay >= 0; got {mu}")
 
 
 def config_from_dict(data: dict) -> RunConfig:

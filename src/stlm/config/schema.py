@@ -87,7 +87,7 @@ class ModelConfig:
     norm: str = "rmsnorm"  # rmsnorm | layernorm
     norm_eps: float = 1e-6
     attention: str = "gqa"  # gqa | pwa (SLlama's permutated weight attention)
-    ffn: str = "swiglu"  # swiglu | gelu | spmlp (SLlama's shared projection MLP)
+    ffn: str = "swiglu"  # swiglu | gelu | relu2 | spmlp (SLlama's shared projection MLP)
     head: str = "token"  # token | multi_token (Gloeckle et al., 2024)
     mtp_tokens: int = 4  # head=multi_token: tokens predicted per position (next + mtp_tokens - 1)
     mtp_weight: float = 1.0  # head=multi_token: weight of each extra head's auxiliary loss
@@ -99,6 +99,10 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = False
     init_std: float = 0.02
+    # Modern-architecture switches (modded-nanogpt speed-run records; docs/training_knobs.md)
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys, before RoPE
+    zero_init_projections: bool = False  # attention o_proj and FFN down projections start at 0
+    logit_softcap: Optional[float] = None  # head logits become cap * tanh(logits / cap); None: off
     sharing: SharingConfig = field(default_factory=SharingConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)  # `stlm compress`
 
@@ -176,6 +180,38 @@ class DataConfig:
 
 
 @dataclass
+class DropoutScheduleConfig:
+    """How every dropout rate of the model follows training progress (stlm.train.dropout); the
+    peak rate is `model.dropout`, `start`/`end` are fractions of the training budget."""
+
+    shape: str = "constant"  # constant | early | late | linear_up | linear_down | triangular
+    start: float = 0.0  # late: switch-on point; ramps and triangular: where they begin
+    end: float = 1.0  # early: switch-off point; ramps and triangular: where they end
+
+
+@dataclass
+class MuonConfig:
+    """train.optimizer=muon: Muon for the core's matrices (stlm.train.muon), AdamW at train.lr for
+    the rest. The Muon rate follows the same schedule shape, scaled by lr / train.lr."""
+
+    lr: float = 0.02  # peak rate of the core's 2-D matrices
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5  # Newton-Schulz iterations
+    weight_decay: float = 0.0  # decoupled, on the Muon matrices (AdamW groups use train.weight_decay)
+
+
+@dataclass
+class DistillConfig:
+    """train.loss=distill: match a teacher stlm run's next-token distribution (stlm.train.distill)."""
+
+    teacher: Optional[str] = None  # run directory of the teacher (same tokenizer); its last checkpoint
+    weight: float = 0.5  # loss = (1 - weight) * label loss + weight * T^2 KL
+    temperature: float = 2.0
+    direction: str = "forward"  # forward: KL(teacher || student) | reverse: KL(student || teacher)
+
+
+@dataclass
 class TrainConfig:
     """Optimiser, schedule, budget and cadence of a training run."""
 
@@ -185,14 +221,20 @@ class TrainConfig:
     max_steps: Optional[int] = 1000
     max_tokens: Optional[int] = None  # budget alternatives; the smallest one wins
     max_minutes: Optional[float] = None
-    optimizer: str = "adamw"  # a registered optimizer builder (stlm.train.optim)
+    optimizer: str = "adamw"  # a registered optimizer builder (stlm.train.optim): adamw | muon
+    muon: MuonConfig = field(default_factory=MuonConfig)
+    loss: str = "lm"  # a registered training objective (stlm.train.losses): lm | distill
+    distill: DistillConfig = field(default_factory=DistillConfig)
     lr: float = 3e-3
     min_lr: float = 3e-4
-    schedule: str = "cosine"  # cosine | linear | constant
+    schedule: str = "cosine"  # cosine | linear | wsd | constant | inverse_sqrt (stlm.train.schedule)
     # Resuming with a larger budget: "restart" plans the schedule over the new total (the rate
     # rises again after a finished run); "extend" keeps the saved plan and holds min_lr beyond it.
     continue_schedule: str = "restart"
     warmup_steps: int = 50
+    cooldown_fraction: float = 0.2  # wsd: share of the post-warmup steps spent cooling down
+    cooldown_shape: str = "linear"  # wsd: linear | cosine | 1-sqrt
+    dropout_schedule: DropoutScheduleConfig = field(default_factory=DropoutScheduleConfig)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95

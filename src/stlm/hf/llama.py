@@ -27,10 +27,11 @@ HF_NAMES = [  # (our name pattern, HF name pattern)
 
 def check_llama_compatible(cfg: ModelConfig) -> None:
     plain = (cfg.embedder == "token" and cfg.positions == "rope" and cfg.norm == "rmsnorm"
-             and cfg.attention == "gqa" and cfg.ffn == "swiglu" and cfg.head == "token" and not cfg.bias)
+             and cfg.attention == "gqa" and cfg.ffn == "swiglu" and cfg.head == "token" and not cfg.bias
+             and not cfg.qk_norm and not cfg.logit_softcap)
     if not plain:
         raise ValueError(f"model '{cfg.name}' is not a plain Llama (embedder=token, positions=rope, "
-                         "norm=rmsnorm, attention=gqa, ffn=swiglu, head=token, bias=false); it has no "
+                         "norm=rmsnorm, attention=gqa, ffn=swiglu, head=token, bias=false, qk_norm=false, logit_softcap=null); it has no "
                          "LlamaForCausalLM twin")
 
 

@@ -2,4 +2,7 @@
 same data, tokens and seed, evaluates them alike, and writes a table, JSON and a plot."""
 
 STUDIES = {"sllama": "Tied vs untied Llama, SLlama and its component ablations",
-           "compress": "One trained model through every compression method at several strengths"}
+           "compress": "One trained model through every compression method at several strengths",
+           "schedule": "Learning-rate and dropout schedules on the built-in corpus",
+           "optimizer": "AdamW vs Muon at equal tokens, three learning rates each",
+           "distill": "A student with and without a teacher trained longer"}

@@ -48,25 +48,47 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict, out: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _loss_curves(ax, rows: list[dict], log_scale: bool = False) -> None:
+    """Each row's training loss against tokens, read from its run's metrics."""
     from stlm.runs import METRICS_FILE
     from stlm.train.metrics import read_metrics
 
-    rows = results["rows"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for r in rows:
         metrics = Path(r["run_dir"]) / METRICS_FILE
         records = read_metrics(metrics) if metrics.exists() else []
         curve = [(m["tokens"], m["loss"]) for m in records if "loss" in m]
         if curve:
-            axes[0].plot(*zip(*curve), label=r["model"], linewidth=1)
-    axes[0].set(xlabel="training tokens", ylabel="train loss (nats/token)", title="training loss")
-    axes[0].legend(fontsize=7)
+            ax.plot(*zip(*curve), label=r["model"], linewidth=1)
+    ax.set(xlabel="training tokens", ylabel="train loss (nats/token)", title="training loss",
+           yscale="log" if log_scale else "linear")
+    ax.legend(fontsize=7)
+
+
+def _save(fig, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    for ax in fig.axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_output(out / PLOT_FILE) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def plot(results: dict, out: Path) -> None:
+    plt = _pyplot()
+    rows = results["rows"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    _loss_curves(axes[0], rows)
     panels = ((axes[1], "blimp", "BLiMP accuracy (%)"), (axes[2], "test_bpb", "WikiText-2 test bpb"))
     for ax, key, label in panels:
         for r in rows:
@@ -77,19 +99,48 @@ def plot(results: dict, out: Path) -> None:
         ax.set(xlabel="parameters (trained)", ylabel=label, title=f"{label} vs size (square: tied)")
     if rows:
         axes[1].axhline(50, color="grey", linewidth=0.8, linestyle="--")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_output(out / PLOT_FILE) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save(fig, out)
 
 
-def write_report(results: dict, out: Path) -> str:
+def write_report(results: dict, out: Path, table_fn=format_table, plot_fn=plot) -> str:
     """Write results.json, results.md and results.png into `out`; return the table."""
     out.mkdir(parents=True, exist_ok=True)
-    table = format_table(results)
+    table = table_fn(results)
     write_atomic(out / JSON_FILE, json.dumps(results, indent=1).encode())
     write_atomic(out / TABLE_FILE, (f"# {results['study']} study\n\n{table}\n").encode())
-    plot(results, out)
+    plot_fn(results, out)
     return table
+
+
+def format_knob_table(results: dict) -> str:
+    """The markdown table of a training-knob study (stlm.study.knobs)."""
+    lines = ["| variant | what changes | tokens | val loss | val bpb | minimal pairs % | local % | structural % | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        tiers = r["pairs_per_tier"]
+        pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
+        lines.append(f"| {r['model']} | {r['role']} | {r['tokens']:,} | {r['val_loss']:.4f} | {r['val_bpb']:.4f} | "
+                     f"{pct(r['pairs'])} | {pct(tiers.get('local'))} | {pct(tiers.get('structural'))} | "
+                     f"{r['train_seconds']:.0f} |")
+    lines += ["", f"Budget {results['budget']:g}: {results['tokens_per_model']:,} planned training tokens per "
+              f"student model, one seed ({results['seed']}); validation over the whole held-out split of "
+              "the built-in grammar corpus; minimal pairs: the grammar's, 100 per paradigm."]
+    return "\n".join(lines)
+
+
+def plot_knobs(results: dict, out: Path) -> None:
+    plt = _pyplot()
+    rows = results["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
+    _loss_curves(axes[0], rows, log_scale=True)
+    axes[1].barh([r["model"] for r in rows], [r["val_bpb"] for r in rows])
+    bpb = [r["val_bpb"] for r in rows]
+    axes[1].set(xlabel="validation bits per byte (lower is better)", title=f"{results['study']} study",
+                xlim=(min(bpb) * 0.95, max(bpb) * 1.01))
+    axes[1].invert_yaxis()
+    _save(fig, out)
+
+
+def write_knob_report(results: dict, out: Path) -> str:
+    """Write results.json, results.md and results.png of a knob study into `out`; return the table."""
+    return write_report(results, out, format_knob_table, plot_knobs)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from stlm.config.schema import TrainConfig
 from stlm.errors import UserError
+from stlm.train.dropout import dropout_at
 from stlm.train.schedule import lr_at, lr_at_time
 
 
@@ -34,12 +35,26 @@ class Budget:
         """Learning rate of the 0-based optimizer step `step`."""
         if self.total_steps is None:
             return lr_at_time(step, elapsed_s / self.max_seconds, self.cfg)
+        return lr_at(step, self._plan(step, elapsed_s), self.cfg)
+
+    def _plan(self, step: int, elapsed_s: float) -> float:
+        """Steps the schedules are planned over (a step budget; fewer when time runs out first)."""
         plan: float = self.schedule_steps or self.total_steps
         if self.max_seconds is not None and step > 0:
             time_spent = elapsed_s / self.max_seconds
             if time_spent * plan > step:  # time runs out first: plan over the steps it allows
                 plan = step / time_spent
-        return lr_at(step, plan, self.cfg)
+        return plan
+
+    def progress(self, step: int, elapsed_s: float) -> float:
+        """Fraction of the planned run before the 0-based step `step` (by time for minutes only)."""
+        if self.total_steps is None:
+            return elapsed_s / self.max_seconds
+        return step / self._plan(step, elapsed_s)
+
+    def dropout(self, step: int, elapsed_s: float, peak: float) -> float:
+        """Dropout rate of step `step` under `train.dropout_schedule`, for the peak `model.dropout`."""
+        return dropout_at(self.progress(step, elapsed_s), peak, self.cfg.dropout_schedule)
 
     def done(self, steps_done: int, elapsed_s: float) -> bool:
         if self.total_steps is not None and steps_done >= self.total_steps:

@@ -100,9 +100,11 @@ class LossModule(nn.Module):
         return out.loss, out.lm_loss.detach(), {k: v.detach() for k, v in out.aux_losses.items()}
 
 
-def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> nn.Module:
-    """The module the training step calls: loss(model), optionally compiled, DDP-wrapped."""
-    step: nn.Module = LossModule(model)
+def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime,
+                      loss_module: nn.Module | None = None) -> nn.Module:
+    """The module the training step calls: `loss_module` (default: the model's own loss,
+    `LossModule`), optionally compiled, DDP-wrapped."""
+    step: nn.Module = loss_module or LossModule(model)
     if cfg.compile:
         step = torch.compile(step)
     if rt.distributed:

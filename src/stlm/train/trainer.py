@@ -22,11 +22,12 @@ import torch
 from stlm.config.schema import RunConfig, trained_context
 from stlm.errors import UserError
 from stlm.eval.bpb import bits_per_byte
-from stlm.models import build_model
+from stlm.models import build_model, set_dropout
 from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR
 from stlm.train import checkpoint as ckpt
 from stlm.train.babylm import BabyLMCheckpoints
 from stlm.train.budget import continue_plan, plan_budget
+from stlm.train.losses import build_loss_module
 from stlm.train.metrics import MetricsLog, ProgressBar
 from stlm.train.optim import build_optimizer
 from stlm.train.setup import Runtime, init_runtime, seed_everything, sync_context, wrap_for_training
@@ -70,7 +71,8 @@ class Trainer:
         except ValueError as exc:
             raise UserError(f"cannot build the model: {exc}") from exc
         self.optimizer = build_optimizer(self.model, t, self.rt.device)
-        self.step_module = wrap_for_training(self.model, t, self.rt)
+        self.step_module = wrap_for_training(
+            self.model, t, self.rt, build_loss_module(self.model, cfg, self.rt.device, data.tokenizer))
         self.batches = TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed,
                                     mode=cfg.data.sampling, rank=self.rt.rank, world_size=self.rt.world_size)
         tokens_per_step = t.batch_size * t.grad_accum * self.context * self.rt.world_size
@@ -202,6 +204,7 @@ class Trainer:
         self.model.train()
         try:
             while not self.budget.done(st.step, st.elapsed_s):
+                set_dropout(self.model, self.budget.dropout(st.step, st.elapsed_s, self.cfg.model.dropout))
                 out = self.train_step()
                 if self.babylm is not None:
                     self.babylm.after_step(self.model, st.step, st.tokens)

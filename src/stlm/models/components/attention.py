@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stlm.config.schema import ModelConfig
+from stlm.models.components.norms import RMSNorm
 from stlm.models.components.rope import apply_rope
 from stlm.models.kv_cache import KVCache
 from stlm.models.registry import register
@@ -47,6 +48,35 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache | N
     return y.transpose(1, 2).reshape(b, t, h * d)
 
 
+class QKNorm(nn.Module):
+    """QK-norm: RMSNorm over each head's queries and keys (one learned scale per head dimension,
+    shared by the heads), applied before RoPE. It bounds attention logits and lets small models
+    train at higher learning rates (Henry et al., 2020, arXiv 2010.04245; Dehghani et al., 2023,
+    arXiv 2302.05442; the modded-nanogpt speed-run, Jordan et al., 2024)."""
+
+    def __init__(self, head_dim: int, eps: float):
+        super().__init__()
+        self.q_norm = RMSNorm(head_dim, eps)
+        self.k_norm = RMSNorm(head_dim, eps)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q_norm(q), self.k_norm(k)
+
+
+def build_qk_norm(cfg: ModelConfig, head_dim: int) -> QKNorm | None:
+    return QKNorm(head_dim, cfg.norm_eps) if cfg.qk_norm else None
+
+
+def position_qk(q: torch.Tensor, k: torch.Tensor, qk_norm: QKNorm | None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """QK-norm (if any), then rotary positions (if any), on (B, H, T, D) queries and keys."""
+    if qk_norm is not None:
+        q, k = qk_norm(q, k)
+    if rope is not None:
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    return q, k
+
+
 @register("attention", "gqa")
 class GroupedQueryAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
@@ -60,6 +90,7 @@ class GroupedQueryAttention(nn.Module):
         self.v_proj = nn.Linear(d, kv_dim, bias=cfg.bias)
         self.o_proj = nn.Linear(d, d, bias=cfg.bias)
         self.o_proj.is_residual_projection = True
+        self.qk_norm = build_qk_norm(cfg, self.head_dim)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
@@ -77,12 +108,15 @@ class GroupedQueryAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         q, k, v = self.project_qkv(x)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k = position_qk(q, k, self.qk_norm, rope)
         y = attend(q, k, v, cache, layer_idx, self.dropout if self.training else 0.0)
         return self.output(y)
 
 
 def scaled_init_std(cfg: ModelConfig) -> float:
-    """GPT-2's scaled init for projections that write into the residual stream."""
+    """Init std of projections that write into the residual stream (`is_residual_projection`):
+    GPT-2's init_std / sqrt(2 * n_layers), or 0 with `model.zero_init_projections` (each block
+    starts as the identity, as in the modded-nanogpt speed-run and muP's zero readout)."""
+    if cfg.zero_init_projections:
+        return 0.0
     return cfg.init_std / math.sqrt(2 * cfg.n_layers)

@@ -1,5 +1,7 @@
 """The token head: a final norm, then a linear map to vocabulary logits, optionally tied to the
-input embedding (Press & Wolf, 2017, arXiv 1608.05859).
+input embedding (Press & Wolf, 2017, arXiv 1608.05859), and optionally soft-capped:
+cap * tanh(logits / cap) (`model.logit_softcap`; Gemma 2, arXiv 2408.00118, and the modded-nanogpt
+speed-run), which bounds every logit smoothly to (-cap, cap).
 
 A head turns the core's final hidden states into three things the rest of stlm uses: logits
 (`forward`), the training loss (`loss`), and the log-probability of given targets
@@ -44,6 +46,7 @@ class TokenHead(nn.Module):
         self.vocab_size = vocab_size
         self.norm = build_norm(cfg)
         self.linear = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        self.softcap = cfg.logit_softcap
 
     @property
     def tie_target(self) -> nn.Linear:
@@ -52,7 +55,10 @@ class TokenHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Next-token logits for hidden states (..., d_model)."""
-        return self.linear(self.norm(h))
+        logits = self.linear(self.norm(h))
+        if self.softcap:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
 
     def loss(self, h: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor | None = None,
              logits: torch.Tensor | None = None) -> HeadLoss:

@@ -19,8 +19,7 @@ from torch import nn
 from stlm.errors import ConfigError
 from stlm.config.schema import ModelConfig
 from stlm.models.components.embedders import AbsolutePositions
-from stlm.models.components.rope import apply_rope
-from stlm.models.components.attention import attend
+from stlm.models.components.attention import attend, build_qk_norm, position_qk
 from stlm.models.kv_cache import KVCache
 from stlm.models.registry import register
 
@@ -82,6 +81,7 @@ class PermutedWeightAttention(nn.Module):
         for name, idx in zip(("q_idx", "k_idx", "v_idx"), pwa_indices(cfg.d_model)):
             self.register_buffer(name, idx, persistent=False)
         self.extra_matmul_params = PWA_ROWS * cfg.d_model  # z = x S^T; q, k, v are gathers of z
+        self.qk_norm = build_qk_norm(cfg, self.head_dim)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
@@ -93,8 +93,7 @@ class PermutedWeightAttention(nn.Module):
                 cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         z = F.linear(x, self.table.weight)  # (B, T, 6): the only numbers q, k and v are made of
         q, k, v = (self._heads(z.index_select(-1, idx)) for idx in (self.q_idx, self.k_idx, self.v_idx))
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k = position_qk(q, k, self.qk_norm, rope)
         return self.resid_dropout(attend(q, k, v, cache, layer_idx,
                                          self.dropout if self.training else 0.0))
 
