@@ -28,6 +28,7 @@ from stlm.train import checkpoint as ckpt
 from stlm.train.babylm import BabyLMCheckpoints
 from stlm.train.budget import continue_plan, plan_budget
 from stlm.train.metrics import MetricsLog, ProgressBar
+from stlm.train.mfu import device_peak_flops, mfu, training_flops_per_token
 from stlm.train.optim import build_optimizer
 from stlm.train.setup import Runtime, init_runtime, seed_everything, sync_context, wrap_for_training
 from stlm.train.tracking import start_tracking
@@ -196,6 +197,8 @@ class Trainer:
         bar = ProgressBar(t.progress and main, total, st.elapsed_s if timed else st.step,
                           "train (s)" if timed else "train")
         base_elapsed = st.elapsed_s  # a resumed run continues its saved time
+        peak = device_peak_flops(rt.device)  # None on CPU or an unknown GPU: no MFU logged
+        flops_per_token = training_flops_per_token(self.model, self.context) if peak else 0.0
         started = window_start = time.perf_counter()
         window_tokens = 0
         model_was_training = self.model.training
@@ -217,6 +220,8 @@ class Trainer:
                     speed = window_tokens / max(now - window_start, 1e-9)
                     record = {"step": st.step, "tokens": st.tokens, **out, "tok_per_s": speed,
                               "elapsed_s": st.elapsed_s}
+                    if peak:
+                        record["mfu"] = mfu(speed, flops_per_token, peak, rt.world_size)
                     bar.update(st.elapsed_s if timed else st.step, out["loss"], speed)
                     window_start, window_tokens = now, 0
                 val = None
