@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="runs per model with seeds 1337, 1338, ...; the table shows mean ± spread (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--budget must be > 0, got {args.budget}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.bpe_vocab < MIN_VOCAB:
         raise UserError(f"--bpe-vocab must be at least {MIN_VOCAB} (256 bytes + end-of-text), "
                         f"got {args.bpe_vocab}")
@@ -61,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
     settings = StudySettings(budget=args.budget, out=Path(args.out or f"runs/studies/{args.study}"),
                              data_root=_data_root(args.data_dir), models=models, bpe_vocab=args.bpe_vocab,
                              paper_vocab=args.paper_vocab, device=args.device,
-                             threads=args.threads, progress=not args.no_progress)
+                             threads=args.threads, progress=not args.no_progress, seeds=args.seeds)
     run_study(settings)
     return 0
