@@ -9,6 +9,7 @@ once per optimizer step. The model itself never knows about any of it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 from dataclasses import dataclass
@@ -100,10 +101,45 @@ class LossModule(nn.Module):
         return out.loss, out.lm_loss.detach(), {k: v.detach() for k, v in out.aux_losses.items()}
 
 
-def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> nn.Module:
-    """The module the training step calls: loss(model), optionally compiled, DDP-wrapped."""
+# torch.compile costs about a minute of compiling on a GPU and saves a fifth or more of each step
+# after it, so it pays on runs of several minutes: 1e17 training FLOPs is about 5 minutes of eager
+# bf16 training at 300 TFLOP/s. Unmeasured on a GPU so far (benchmarks/gpu_check.sh measures it).
+COMPILE_MIN_FLOPS = 1e17
+COMPILE_MIN_MINUTES = 10.0
+
+
+def should_compile(cfg: TrainConfig, device: torch.device, planned_tokens: int | None,
+                   flops_per_token: float) -> bool:
+    """`train.compile` when set; otherwise on for CUDA when the run is long enough to repay the
+    compile time (planned tokens x FLOPs per token, or a time budget of 10 minutes or more), and
+    off on the CPU (where the first compile takes about a minute for a 1M-parameter model)."""
+    if cfg.compile is not None:
+        return cfg.compile
+    if device.type != "cuda":
+        return False
+    if planned_tokens is not None:
+        return planned_tokens * flops_per_token >= COMPILE_MIN_FLOPS
+    return cfg.max_minutes is not None and cfg.max_minutes >= COMPILE_MIN_MINUTES
+
+
+def enable_compile_cache() -> None:
+    """Keep Inductor's compiled graphs (its FX graph and autotuning caches) in the user's cache
+    folder rather than /tmp, so a second run of the same model skips most of the compile."""
+    default = os.path.join(os.path.expanduser("~"), ".cache", "stlm", "inductor")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", default)
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+
+
+def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime,
+                      compiled: bool | None = None) -> nn.Module:
+    """The module the training step calls: loss(model), optionally compiled (`compiled`, default
+    `train.compile`), DDP-wrapped."""
     step: nn.Module = LossModule(model)
-    if cfg.compile:
+    if compiled is None:
+        compiled = bool(cfg.compile)
+    if compiled:
+        enable_compile_cache()
         step = torch.compile(step)
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -111,6 +147,37 @@ def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> nn.Mod
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         step = DistributedDataParallel(step, device_ids=ids)
     return step
+
+
+class DeviceBatches:
+    """Batches moved to the training device as they are drawn: on CUDA through pinned (page-locked)
+    host memory with a non-blocking copy, so the transfer overlaps the queued GPU work; on the CPU
+    unchanged. Wraps any source with `batch(index)` returning tensors, a tuple of them or a
+    dataclass with tensor fields."""
+
+    def __init__(self, source, device: torch.device):
+        self.source, self.device = source, device
+
+    def __getattr__(self, name: str):
+        return getattr(self.source, name)
+
+    def batch(self, index: int):
+        return self.move(self.source.batch(index))
+
+    def move(self, item):
+        if self.device.type != "cuda":
+            return item
+        if isinstance(item, torch.Tensor):
+            if item.device.type == "cpu":
+                item = item.pin_memory()
+            return item.to(self.device, non_blocking=True)
+        if isinstance(item, (tuple, list)):
+            return type(item)(self.move(x) for x in item)
+        if dataclasses.is_dataclass(item):
+            return dataclasses.replace(item, **{f.name: self.move(getattr(item, f.name))
+                                                for f in dataclasses.fields(item)
+                                                if isinstance(getattr(item, f.name), torch.Tensor)})
+        return item
 
 
 def sync_context(step_module: nn.Module, last_micro_step: bool) -> contextlib.AbstractContextManager:

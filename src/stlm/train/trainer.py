@@ -30,7 +30,8 @@ from stlm.train.budget import continue_plan, plan_budget
 from stlm.train.metrics import MetricsLog, ProgressBar
 from stlm.train.mfu import device_peak_flops, mfu, training_flops_per_token
 from stlm.train.optim import build_optimizer
-from stlm.train.setup import Runtime, init_runtime, seed_everything, sync_context, wrap_for_training
+from stlm.train.setup import (DeviceBatches, Runtime, init_runtime, seed_everything, should_compile,
+                              sync_context, wrap_for_training)
 from stlm.train.tracking import start_tracking
 
 
@@ -71,11 +72,15 @@ class Trainer:
         except ValueError as exc:
             raise UserError(f"cannot build the model: {exc}") from exc
         self.optimizer = build_optimizer(self.model, t, self.rt.device)
-        self.step_module = wrap_for_training(self.model, t, self.rt)
-        self.batches = TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed,
-                                    mode=cfg.data.sampling, rank=self.rt.rank, world_size=self.rt.world_size)
         tokens_per_step = t.batch_size * t.grad_accum * self.context * self.rt.world_size
         self.budget = plan_budget(t, tokens_per_step)
+        planned = self.budget.total_steps * tokens_per_step if self.budget.total_steps is not None else None
+        compile_now = should_compile(t, self.rt.device, planned,
+                                     training_flops_per_token(self.model, self.context))
+        self.step_module = wrap_for_training(self.model, t, self.rt, compiled=compile_now)
+        self.batches = DeviceBatches(TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed,
+                                                  mode=cfg.data.sampling, rank=self.rt.rank,
+                                                  world_size=self.rt.world_size), self.rt.device)
         self.ckpt_dir = self.run_dir / CHECKPOINTS_DIR
         self.babylm = (BabyLMCheckpoints(self.run_dir, data, t.babylm_words_per_m)
                        if t.babylm_checkpoints and self.rt.is_main else None)
