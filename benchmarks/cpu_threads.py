@@ -50,7 +50,7 @@ def child(seconds: float, threads: int | None) -> None:
 
     from stlm.config import compose_config
     from stlm.models import build_model
-    from stlm.train.setup import build_optimizer
+    from stlm.train.optim import build_optimizer
 
     if threads and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(threads)
@@ -63,7 +63,7 @@ def child(seconds: float, threads: int | None) -> None:
     x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
 
     def step() -> None:
-        model.loss(x, y).backward()
+        model(x, y).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -28,7 +28,8 @@ from stlm.hf.llama import to_hf_llama
 from stlm.models import build_model
 from stlm.tokenizers import vocab_size_for
 from stlm.train.mfu import device_peak_flops, mfu, training_flops_per_token
-from stlm.train.setup import Runtime, build_optimizer
+from stlm.train.optim import build_optimizer
+from stlm.train.setup import Runtime
 
 
 def hf_loss(model, ids, targets):

@@ -54,3 +54,8 @@ def test_device_batches_move_tuples_and_dataclasses_to_the_gpu():
     assert x.is_cuda and y.is_cuda and int(y[0, 0]) == 2
     moved = batches.move(_Batch(torch.ones(2), torch.zeros(2)))
     assert moved.ids.is_cuda and moved.targets.is_cuda and moved.note == "kept"
+    from stlm.batch import Batch
+
+    real = batches.move(Batch(torch.ones(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long),
+                              extras={"future": torch.ones(2, 3)}))
+    assert real.ids.is_cuda and real.targets.is_cuda and real.loss_mask is None and real.extras["future"].is_cuda

@@ -67,15 +67,11 @@ def device_peak_flops(device: torch.device) -> float | None:
 
 
 def training_flops_per_token(model: nn.Module, context: int) -> float:
-    """Training FLOPs per token (forward + backward) at sequence length `context`: the model's
-    accounting, whose attention-score term grows with the context, rescaled from the model's own
-    context length to the one trained at."""
-    from stlm.models.params import count_parameters
+    """Training FLOPs per token (forward + backward) at sequence length `context`, from the
+    model's own accounting (its attention-score term grows with the context)."""
+    from stlm.models.params import count_flops
 
-    report = count_parameters(model)
-    matmul = 6 * report.matmul_params_per_token
-    attention = report.flops_per_token - matmul
-    return matmul + attention * context / model.cfg.context_length
+    return float(count_flops(model, context=context)[1])
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float | None,

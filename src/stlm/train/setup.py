@@ -152,8 +152,8 @@ def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime,
 class DeviceBatches:
     """Batches moved to the training device as they are drawn: on CUDA through pinned (page-locked)
     host memory with a non-blocking copy, so the transfer overlaps the queued GPU work; on the CPU
-    unchanged. Wraps any source with `batch(index)` returning tensors, a tuple of them or a
-    dataclass with tensor fields."""
+    unchanged. Wraps any source with `batch(index)` returning a tensor, or tuples, dicts and
+    dataclasses (a `stlm.batch.Batch`) of them."""
 
     def __init__(self, source, device: torch.device):
         self.source, self.device = source, device
@@ -173,10 +173,11 @@ class DeviceBatches:
             return item.to(self.device, non_blocking=True)
         if isinstance(item, (tuple, list)):
             return type(item)(self.move(x) for x in item)
-        if dataclasses.is_dataclass(item):
+        if isinstance(item, dict):
+            return {k: self.move(v) for k, v in item.items()}
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
             return dataclasses.replace(item, **{f.name: self.move(getattr(item, f.name))
-                                                for f in dataclasses.fields(item)
-                                                if isinstance(getattr(item, f.name), torch.Tensor)})
+                                                for f in dataclasses.fields(item) if f.init})
         return item
 
 
