@@ -53,6 +53,20 @@ class Runtime:
             value /= self.world_size
         return value
 
+    def broadcast_text(self, text: str | None) -> str:
+        """Rank 0's `text` on every rank, sent as UTF-8 bytes in tensors (no pickling)."""
+        if not self.distributed:
+            return text or ""
+        device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        data = torch.tensor(list((text or "").encode("utf-8")), dtype=torch.uint8, device=device)
+        length = torch.tensor([data.numel()], dtype=torch.int64, device=device)
+        dist.broadcast(length, src=0)
+        if not self.is_main:
+            data = torch.empty(int(length.item()), dtype=torch.uint8, device=device)
+        if int(length.item()):
+            dist.broadcast(data, src=0)
+        return bytes(data.cpu().tolist()).decode("utf-8")
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
