@@ -12,6 +12,7 @@
 #    transformers' LlamaForCausalLM and litgpt's GPT of the same shape, in the same run: tok/s,
 #    MFU, peak memory, and the projected wall-clock of the paper's run (25,000 steps of
 #    24 x 20 x 512 tokens) beside the paper's 30 L40 GPU-hours;
+#    then our model alone with the vocabulary padded to 50,304 rows (the padding question);
 # 3. `stlm train` of the main job (no arguments) on the GPU: its summary, speed and MFU.
 #
 # Commit the output of a GPU run under benchmarks/results/ (GPU model and date are printed).
@@ -74,6 +75,10 @@ else
   run "throughput" $PY benchmarks/train_throughput.py model=baseline model.dropout=0.0 \
     train.context_length=512 --batch-size 24 --steps 40 --rounds 5 --device cuda --precision bf16 \
     --compile --project 25000,245760
+  echo "vocabulary padded to a multiple of 64 (50,304 rows): is it worth a default? (stlm only)"
+  run "throughput, padded vocabulary" $PY benchmarks/train_throughput.py model=baseline model.dropout=0.0 \
+    model.vocab_size=50304 train.context_length=512 --batch-size 24 --steps 40 --rounds 3 --device cuda \
+    --precision bf16 --compile --peers ""
 fi
 echo "paper (STLM, Table 1): the 50M baseline run took 30 L40 GPU-hours"
 
