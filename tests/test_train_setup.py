@@ -11,18 +11,22 @@ from stlm.train.setup import COMPILE_MIN_FLOPS, DeviceBatches, should_compile
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
+def one_gigaflop() -> float:  # FLOPs per token, computed only when the policy needs them
+    return 1e9
+
+
 def test_compile_default_is_on_for_long_cuda_runs_only():
     auto = TrainConfig()
     assert auto.compile is None
     long_run, short_run = int(COMPILE_MIN_FLOPS / 1e9) + 1, 1000
-    assert should_compile(auto, CUDA, long_run, 1e9)
-    assert not should_compile(auto, CUDA, short_run, 1e9)  # the main job: compiling would not pay
-    assert not should_compile(auto, CPU, long_run, 1e9)  # off on the CPU unless asked
-    assert should_compile(TrainConfig(compile=True), CPU, short_run, 1e9)
-    assert not should_compile(TrainConfig(compile=False), CUDA, long_run, 1e9)
+    assert should_compile(auto, CUDA, long_run, one_gigaflop)
+    assert not should_compile(auto, CUDA, short_run, one_gigaflop)  # the main job: compiling would not pay
+    assert not should_compile(auto, CPU, long_run, one_gigaflop)  # off on the CPU unless asked
+    assert should_compile(TrainConfig(compile=True), CPU, short_run, one_gigaflop)
+    assert not should_compile(TrainConfig(compile=False), CUDA, long_run, one_gigaflop)
     minutes = TrainConfig(max_steps=None, max_minutes=30)
-    assert should_compile(minutes, CUDA, None, 1e9)
-    assert not should_compile(dataclasses.replace(minutes, max_minutes=2), CUDA, None, 1e9)
+    assert should_compile(minutes, CUDA, None, one_gigaflop)
+    assert not should_compile(dataclasses.replace(minutes, max_minutes=2), CUDA, None, one_gigaflop)
 
 
 @dataclasses.dataclass

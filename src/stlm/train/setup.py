@@ -13,6 +13,7 @@ import dataclasses
 import os
 import random
 from dataclasses import dataclass
+from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -123,7 +124,7 @@ COMPILE_MIN_MINUTES = 10.0
 
 
 def should_compile(cfg: TrainConfig, device: torch.device, planned_tokens: int | None,
-                   flops_per_token: float) -> bool:
+                   flops_per_token: Callable[[], float]) -> bool:
     """`train.compile` when set; otherwise on for CUDA when the run is long enough to repay the
     compile time (planned tokens x FLOPs per token, or a time budget of 10 minutes or more), and
     off on the CPU (where the first compile takes about a minute for a 1M-parameter model)."""
@@ -132,7 +133,7 @@ def should_compile(cfg: TrainConfig, device: torch.device, planned_tokens: int |
     if device.type != "cuda":
         return False
     if planned_tokens is not None:
-        return planned_tokens * flops_per_token >= COMPILE_MIN_FLOPS
+        return planned_tokens * flops_per_token() >= COMPILE_MIN_FLOPS
     return cfg.max_minutes is not None and cfg.max_minutes >= COMPILE_MIN_MINUTES
 
 

@@ -76,7 +76,7 @@ class Trainer:
         self.budget = plan_budget(t, tokens_per_step)
         planned = self.budget.total_steps * tokens_per_step if self.budget.total_steps is not None else None
         compile_now = should_compile(t, self.rt.device, planned,
-                                     training_flops_per_token(self.model, self.context))
+                                     lambda: training_flops_per_token(self.model, self.context))
         self.step_module = wrap_for_training(self.model, t, self.rt, compiled=compile_now)
         self.batches = DeviceBatches(TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed,
                                                   mode=cfg.data.sampling, rank=self.rt.rank,
