@@ -132,6 +132,7 @@ def test_seeds_give_mean_and_sample_spread_per_model():
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
 def test_study_with_two_seeds_trains_each_seed_and_reports_the_spread(tmp_path, monkeypatch):
     from stlm.study.sllama import StudySettings, run_study
 
