@@ -120,3 +120,50 @@ def test_knob_studies_compare_variants_at_equal_tokens(tmp_path):
     assert dist["student_distilled"].train.distill.teacher == str((tmp_path / "runs" / "teacher").resolve())
     opt = [variant_config("optimizer", v, 1.0, tmp_path, "cpu", None, False) for v in STUDY_VARIANTS["optimizer"]]
     assert sorted(c.train.optimizer for c in opt) == ["adamw"] * 3 + ["muon"] * 3
+def _run_row(seed: int, val: float, blimp: float, local: float) -> dict:
+    return {"model": "m", "role": "r", "tied": True, "seed": seed, "parameters": 10, "paper_parameters": 20,
+            "tokens": 100, "steps": 2, "train_seconds": 1.0, "val_bpb": val, "test_bpb": val + 1,
+            "blimp": {"acc": blimp, "acc_stderr": 0.01, "n": 67}, "blimp_filtered": None,
+            "grammar": {"overall": local, "per_tier": {"local": local, "structural": 0.5}}, "run_dir": "x"}
+
+
+def test_seeds_give_mean_and_sample_spread_per_model():
+    from stlm.study.report import format_table
+    from stlm.study.seeds import mean_and_spread, study_seeds
+
+    assert study_seeds(1337, 3) == [1337, 1338, 1339]
+    one = _run_row(1, 2.0, 0.6, 0.7)
+    assert mean_and_spread([one]) is one  # one seed: the run's own row
+    row = mean_and_spread([_run_row(1, 2.0, 0.6, 0.7), _run_row(2, 2.2, 0.7, 0.9), _run_row(3, 2.4, 0.8, 0.8)])
+    assert row["val_bpb"] == pytest.approx(2.2) and row["spread"]["val_bpb"] == pytest.approx(0.2)
+    assert row["test_bpb"] == pytest.approx(3.2) and row["blimp"]["acc"] == pytest.approx(0.7)
+    assert row["spread"]["blimp"] == pytest.approx(0.1) and "blimp_filtered" not in row["spread"]
+    assert row["grammar"]["per_tier"] == pytest.approx({"local": 0.8, "structural": 0.5})
+    assert row["seeds"] == [1, 2, 3] and len(row["per_seed"]) == 3
+    plan = {"tokens": 100, "budget": 1, "steps": 2, "batch_size": 1, "context": 50, "blimp_limit": 1,
+            "grammar_pairs": 5, "test_tokens": 10}
+    table = format_table({"rows": [row], "plan": plan, "seed": 1, "seeds": [1, 2, 3], "bpe_vocab": 300,
+                          "paper_vocab": False})
+    assert "| 2.2000 ± 0.2000 | 3.2000 ± 0.2000 | 70.0 ± 10.0 | n/a | 80.0 ± 10.0 | 50.0 ± 0.0 |" in table
+    assert "seeds 1, 2, 3" in table
+    with pytest.raises(ValueError, match="seeds must be >= 1"):
+        study_seeds(1337, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_study_with_two_seeds_trains_each_seed_and_reports_the_spread(tmp_path, monkeypatch):
+    from stlm.study.sllama import StudySettings, run_study
+
+    monkeypatch.chdir(tmp_path)
+    settings = StudySettings(budget=0.002, out=tmp_path / "out", data_root=tiny_data_root(tmp_path),
+                             models=("llama_tied",), bpe_vocab=300, progress=False, seeds=2)
+    results = run_study(settings, echo=lambda _: None)
+    (row,) = results["rows"]
+    assert results["seeds"] == [1337, 1338] and row["seeds"] == [1337, 1338]
+    first, second = row["per_seed"]
+    assert first["val_bpb"] != second["val_bpb"]  # another seed: another initialisation and order
+    assert row["val_bpb"] == pytest.approx((first["val_bpb"] + second["val_bpb"]) / 2)
+    assert row["spread"]["val_bpb"] > 0
+    assert (tmp_path / "out" / "runs" / "llama_tied-seed1338" / "summary.json").exists()
+    assert "seeds 1337, 1338" in (tmp_path / "out" / "results.md").read_text()

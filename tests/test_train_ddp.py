@@ -56,3 +56,34 @@ def test_muon_under_two_ranks_matches_one_process(tmp_path):
     x = torch.randint(0, 257, (2, 32), generator=torch.Generator().manual_seed(0))
     one, two = (load_run(tmp_path / "runs" / name, which="last").model for name in ("single", "ddp"))
     torch.testing.assert_close(two(x).logits, one(x).logits, rtol=1e-3, atol=1e-4)
+def _broadcast_worker(rank: int, port: int, out) -> None:
+    import os
+
+    from stlm.train.setup import Runtime
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        rt = Runtime(torch.device("cpu"), None, rank, 2)
+        out.put((rank, rt.broadcast_text("runs/tiny-1m-grämmar-é/ok" if rank == 0 else None)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_run_directory_reaches_every_rank_as_text_without_pickling():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_broadcast_worker, args=(r, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got == {0: "runs/tiny-1m-grämmar-é/ok", 1: "runs/tiny-1m-grämmar-é/ok"}

@@ -1,11 +1,9 @@
 """stlm: train and study super tiny language models."""
 
-import os
+from stlm._threads import choose_wait_policy
 
-# PyTorch's OpenMP threads spin while they wait; on a busy CPU (a laptop doing other work, a
-# shared machine) that made CPU training up to 30x slower in our measurements, while passive
-# waiting costs a few percent on an idle one. Read by OpenMP when torch loads, so it only takes
-# effect when stlm is imported first (as the `stlm` command does); the user's setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads spin (fast on an idle machine) or sleep (robust on a busy one); chosen from the
+# machine's load before torch loads, which is why it happens at import (see stlm._threads).
+choose_wait_policy()
 
 __version__ = "0.1.0"

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="runs per model with seeds 1337, 1338, ...; the table shows mean ± spread (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -62,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--budget must be > 0, got {args.budget}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.study == "compress":
         return _compress_study(args, BPE_VOCAB)
     out = Path(args.out or f"runs/studies/{args.study}")
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     settings = StudySettings(budget=args.budget, out=out,
                              data_root=_data_root(args.data_dir), models=models, bpe_vocab=args.bpe_vocab,
                              paper_vocab=args.paper_vocab, device=args.device,
-                             threads=args.threads, progress=not args.no_progress)
+                             threads=args.threads, progress=not args.no_progress, seeds=args.seeds)
     run_study(settings)
     return 0
 

@@ -245,7 +245,7 @@ class TrainConfig:
     diverge_factor: Optional[float] = 3.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
-    compile: bool = False
+    compile: Optional[bool] = None  # None: on CUDA for long runs only (stlm.train.setup.should_compile)
     threads: Optional[int] = None  # torch CPU threads (None: torch default)
     eval_every: int = 250
     eval_batches: int = 20

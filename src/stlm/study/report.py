@@ -12,11 +12,17 @@ from stlm.fileio import atomic_output, write_atomic
 JSON_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "results.png"
 
 
-def _pct(task: dict | None) -> str:
+def _pct(task: dict | None, spread: float | None = None) -> str:
+    """An accuracy in percent, ± its stderr (one seed) or its spread over seeds."""
     if not task:
         return "n/a"
-    se = f" ± {100 * task['acc_stderr']:.1f}" if task.get("acc_stderr") is not None else ""
-    return f"{100 * task['acc']:.1f}{se}"
+    error = spread if spread is not None else task.get("acc_stderr")
+    return f"{100 * task['acc']:.1f}" + (f" ± {100 * error:.1f}" if error is not None else "")
+
+
+def _with_spread(value: float, spread: float | None, digits: int, scale: float = 1.0) -> str:
+    text = f"{scale * value:.{digits}f}"
+    return text + (f" ± {scale * spread:.{digits}f}" if spread is not None else "")
 
 
 def format_table(results: dict) -> str:
@@ -26,19 +32,28 @@ def format_table(results: dict) -> str:
     p = results["plan"]
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in results["rows"]:
-        tiers = r["grammar"]["per_tier"]
-        local, structural = (100 * tiers.get(t, float("nan")) for t in ("local", "structural"))
+        tiers, sd = r["grammar"]["per_tier"], r.get("spread", {})
+        local, structural = (_with_spread(tiers.get(t, float("nan")), sd.get(f"grammar_{t}"), 1, 100)
+                             for t in ("local", "structural"))
         capped = "*" if r["tokens"] < p["tokens"] else ""
         lines.append(
             f"| {r['model']} | {r['role']} | {'yes' if r['tied'] else 'no'} | {r['parameters']:,} | "
-            f"{r['paper_parameters']:,} | {r['tokens']:,}{capped} | {r['val_bpb']:.4f} | {r['test_bpb']:.4f} | "
-            f"{_pct(r['blimp'])} | {_pct(r['blimp_filtered'])} | {local:.1f} | {structural:.1f} |")
+            f"{r['paper_parameters']:,} | {r['tokens']:,}{capped} | {_with_spread(r['val_bpb'], sd.get('val_bpb'), 4)} | "
+            f"{_with_spread(r['test_bpb'], sd.get('test_bpb'), 4)} | {_pct(r['blimp'], sd.get('blimp'))} | "
+            f"{_pct(r['blimp_filtered'], sd.get('blimp_filtered'))} | {local} | {structural} |")
     blimp = "all 1,000" if p["blimp_limit"] is None else f"{p['blimp_limit']}"
     rows = " with 32,000 embedding rows" if results["paper_vocab"] else ""
+    seeds = results.get("seeds", [results["seed"]])
+    if len(seeds) > 1:
+        seed_text = (f"seeds {', '.join(map(str, seeds))} (each cell: mean over the {len(seeds)} seeds "
+                     "± their sample standard deviation)")
+        blimp_error = "mean over seeds ± spread"
+    else:
+        seed_text, blimp_error = f"seed {seeds[0]}", "mean of paradigm accuracies ± stderr"
     lines += ["", f"Budget {p['budget']:g}: {p['tokens']:,} planned training tokens per model "
-              f"({p['steps']} steps of {p['batch_size']} x {p['context']}), seed {results['seed']}, "
-              f"BPE {results['bpe_vocab']}{rows}. BLiMP: {blimp} pairs per paradigm (mean of "
-              f"paradigm accuracies ± stderr); grammar: {p['grammar_pairs']} pairs per paradigm; "
+              f"({p['steps']} steps of {p['batch_size']} x {p['context']}), {seed_text}, "
+              f"BPE {results['bpe_vocab']}{rows}. BLiMP: {blimp} pairs per paradigm ({blimp_error}); "
+              f"grammar: {p['grammar_pairs']} pairs per paradigm; "
               f"WikiText-2 test: {p['test_tokens']:,} tokens. A tie between the two sentences of a pair "
               "counts as wrong."]
     if any(r["tokens"] < p["tokens"] for r in results["rows"]):

@@ -52,10 +52,11 @@ class StudySettings:
     device: str = "auto"
     threads: int | None = None  # torch CPU threads (None: torch's default)
     progress: bool = True
+    seeds: int = 1  # runs per model (seeds SEED, SEED+1, ...): the table shows mean ± spread
 
 
-def run_config(name: str, plan: Plan, s: StudySettings) -> RunConfig:
-    """The full run configuration of one model of the study."""
+def run_config(name: str, plan: Plan, s: StudySettings, seed: int = SEED) -> RunConfig:
+    """The full run configuration of one model of the study (its first seed keeps the plain name)."""
     model = compose_config([f"model={name}"]).model
     if not s.paper_vocab:
         model = dataclasses.replace(model, vocab_size=None)  # rows = the tokenizer's vocabulary
@@ -67,7 +68,8 @@ def run_config(name: str, plan: Plan, s: StudySettings) -> RunConfig:
                         eval_batches=1, log_every=max(1, plan.steps // 50),
                         checkpoint_every=plan.steps, keep_last=1, progress=s.progress)
     cfg = RunConfig(model=model, data=data, train=train, eval=EvalConfig(minimal_pairs=False),
-                    run_name=name, runs_dir=str(s.out / "runs"), seed=SEED)
+                    run_name=name if seed == SEED else f"{name}-seed{seed}", runs_dir=str(s.out / "runs"),
+                    seed=seed)
     validate(cfg)
     return cfg
 
@@ -170,34 +172,46 @@ def paper_parameters(name: str) -> int:
     return count_parameters(build_model(compose_config([f"model={name}"]).model)).total
 
 
+def _train_and_evaluate(name: str, plan: Plan, s: StudySettings, seed: int,
+                        echo: Callable[[str], None]) -> dict:
+    """One model at one seed: trained (or reused) and evaluated; its row of the table."""
+    cfg = run_config(name, plan, s, seed)
+    summary = train_model(cfg, echo)
+    run_dir = Path(summary["run_dir"])
+    ev = evaluate_model(run_dir, plan, s)
+    if summary["tokens"] < plan.tokens:
+        echo(f"warning: {name} (seed {seed}) hit the {plan.max_minutes:g}-minute cap after "
+             f"{summary['tokens']:,} of {plan.tokens:,} tokens; compare it with care (or lower "
+             "--budget / use a GPU)")
+    return {"model": name, "role": ROLES[name], "tied": cfg.model.tie_embeddings, "seed": seed,
+            "parameters": summary["parameters"], "paper_parameters": paper_parameters(name),
+            "tokens": summary["tokens"], "steps": summary["steps"],
+            "planned_tokens": plan.tokens, "train_seconds": summary["train_seconds"],
+            "device": summary["device"], "val_bpb": summary["val_bpb"], "test_bpb": ev["test_bpb"],
+            "blimp": ev["blimp"], "blimp_filtered": ev["blimp_filtered"],
+            "grammar": {k: ev["grammar_pairs"][k] for k in ("overall", "per_tier")},
+            "run_dir": str(run_dir)}
+
+
 def run_study(s: StudySettings, echo: Callable[[str], None] = print) -> dict:
     """Train and evaluate every model of the study; write results.{json,md} and results.png."""
     from stlm.study.report import write_report
+    from stlm.study.seeds import mean_and_spread, study_seeds
 
     unknown = [m for m in s.models if m not in MODELS]
     if unknown:
         raise UserError(f"unknown study model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     plan = plan_for(s.budget)
-    echo(f"SLlama study, {plan.describe()}; output in {s.out}")
+    seeds = study_seeds(SEED, s.seeds)
+    echo(f"SLlama study, {plan.describe()}, {len(seeds)} seed(s); output in {s.out}")
     rows = []
     for i, name in enumerate(s.models, 1):
-        echo(f"[{i}/{len(s.models)}] {name} ({ROLES[name]})")
-        cfg = run_config(name, plan, s)
-        summary = train_model(cfg, echo)
-        run_dir = Path(summary["run_dir"])
-        ev = evaluate_model(run_dir, plan, s)
-        rows.append({"model": name, "role": ROLES[name], "tied": cfg.model.tie_embeddings,
-                     "parameters": summary["parameters"], "paper_parameters": paper_parameters(name),
-                     "tokens": summary["tokens"], "steps": summary["steps"],
-                     "planned_tokens": plan.tokens, "train_seconds": summary["train_seconds"],
-                     "device": summary["device"], "val_bpb": summary["val_bpb"], "test_bpb": ev["test_bpb"],
-                     "blimp": ev["blimp"], "blimp_filtered": ev["blimp_filtered"],
-                     "grammar": {k: ev["grammar_pairs"][k] for k in ("overall", "per_tier")},
-                     "run_dir": str(run_dir)})
-        if summary["tokens"] < plan.tokens:
-            echo(f"warning: {name} hit the {plan.max_minutes:g}-minute cap after {summary['tokens']:,} "
-                 f"of {plan.tokens:,} tokens; compare it with care (or lower --budget / use a GPU)")
-    results = {"study": "sllama", "plan": dataclasses.asdict(plan), "seed": SEED,
+        runs = []
+        for seed in seeds:
+            echo(f"[{i}/{len(s.models)}] {name} ({ROLES[name]}), seed {seed}")
+            runs.append(_train_and_evaluate(name, plan, s, seed, echo))
+        rows.append(mean_and_spread(runs))
+    results = {"study": "sllama", "plan": dataclasses.asdict(plan), "seed": SEED, "seeds": seeds,
                "bpe_vocab": s.bpe_vocab, "paper_vocab": s.paper_vocab, "data_root": str(s.data_root),
                "torch": torch.__version__, "rows": rows}
     table = write_report(results, s.out)

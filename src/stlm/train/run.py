@@ -94,18 +94,14 @@ def _run_dir(cfg: RunConfig, rt: Runtime, echo: Callable[[str], None]) -> tuple[
                 lock.release()
                 raise
         return run_dir, lock
-    path, lock = [""], None
+    path, lock = None, None
     if rt.is_main:
         new = open_new_run(cfg)
-        path, lock = [str(new.path)], new.lock
+        path, lock = str(new.path), new.lock
         if new.reused:
             echo(f"note: reusing {new.path}: it held an earlier start of this run that stopped before "
                  "its first checkpoint")
-    if rt.distributed:
-        import torch.distributed as dist
-
-        dist.broadcast_object_list(path, src=0)
-    return Path(path[0]), lock
+    return Path(rt.broadcast_text(path)), lock
 
 
 def _discard_unstarted(run_dir: Path) -> None:

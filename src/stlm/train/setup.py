@@ -9,9 +9,11 @@ once per optimizer step. The model itself never knows about any of it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 from dataclasses import dataclass
+from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -51,6 +53,20 @@ class Runtime:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
             value /= self.world_size
         return value
+
+    def broadcast_text(self, text: str | None) -> str:
+        """Rank 0's `text` on every rank, sent as UTF-8 bytes in tensors (no pickling)."""
+        if not self.distributed:
+            return text or ""
+        device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        data = torch.tensor(list((text or "").encode("utf-8")), dtype=torch.uint8, device=device)
+        length = torch.tensor([data.numel()], dtype=torch.int64, device=device)
+        dist.broadcast(length, src=0)
+        if not self.is_main:
+            data = torch.empty(int(length.item()), dtype=torch.uint8, device=device)
+        if int(length.item()):
+            dist.broadcast(data, src=0)
+        return bytes(data.cpu().tolist()).decode("utf-8")
 
     def barrier(self) -> None:
         if self.distributed:
@@ -100,12 +116,45 @@ class LossModule(nn.Module):
         return out.loss, out.lm_loss.detach(), {k: v.detach() for k, v in out.aux_losses.items()}
 
 
+# torch.compile costs about a minute of compiling on a GPU and saves a fifth or more of each step
+# after it, so it pays on runs of several minutes: 1e17 training FLOPs is about 5 minutes of eager
+# bf16 training at 300 TFLOP/s. Unmeasured on a GPU so far (benchmarks/gpu_check.sh measures it).
+COMPILE_MIN_FLOPS = 1e17
+COMPILE_MIN_MINUTES = 10.0
+
+
+def should_compile(cfg: TrainConfig, device: torch.device, planned_tokens: int | None,
+                   flops_per_token: Callable[[], float]) -> bool:
+    """`train.compile` when set; otherwise on for CUDA when the run is long enough to repay the
+    compile time (planned tokens x FLOPs per token, or a time budget of 10 minutes or more), and
+    off on the CPU (where the first compile takes about a minute for a 1M-parameter model)."""
+    if cfg.compile is not None:
+        return cfg.compile
+    if device.type != "cuda":
+        return False
+    if planned_tokens is not None:
+        return planned_tokens * flops_per_token() >= COMPILE_MIN_FLOPS
+    return cfg.max_minutes is not None and cfg.max_minutes >= COMPILE_MIN_MINUTES
+
+
+def enable_compile_cache() -> None:
+    """Keep Inductor's compiled graphs (its FX graph and autotuning caches) in the user's cache
+    folder rather than /tmp, so a second run of the same model skips most of the compile."""
+    default = os.path.join(os.path.expanduser("~"), ".cache", "stlm", "inductor")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", default)
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+
+
 def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime,
-                      loss_module: nn.Module | None = None) -> nn.Module:
+                      compiled: bool | None = None, loss_module: nn.Module | None = None) -> nn.Module:
     """The module the training step calls: `loss_module` (default: the model's own loss,
-    `LossModule`), optionally compiled, DDP-wrapped."""
+    `LossModule`), optionally compiled (`compiled`, default `train.compile`), DDP-wrapped."""
     step: nn.Module = loss_module or LossModule(model)
-    if cfg.compile:
+    if compiled is None:
+        compiled = bool(cfg.compile)
+    if compiled:
+        enable_compile_cache()
         step = torch.compile(step)
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -113,6 +162,38 @@ def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime,
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         step = DistributedDataParallel(step, device_ids=ids)
     return step
+
+
+class DeviceBatches:
+    """Batches moved to the training device as they are drawn: on CUDA through pinned (page-locked)
+    host memory with a non-blocking copy, so the transfer overlaps the queued GPU work; on the CPU
+    unchanged. Wraps any source with `batch(index)` returning a tensor, or tuples, dicts and
+    dataclasses (a `stlm.batch.Batch`) of them."""
+
+    def __init__(self, source, device: torch.device):
+        self.source, self.device = source, device
+
+    def __getattr__(self, name: str):
+        return getattr(self.source, name)
+
+    def batch(self, index: int):
+        return self.move(self.source.batch(index))
+
+    def move(self, item):
+        if self.device.type != "cuda":
+            return item
+        if isinstance(item, torch.Tensor):
+            if item.device.type == "cpu":
+                item = item.pin_memory()
+            return item.to(self.device, non_blocking=True)
+        if isinstance(item, (tuple, list)):
+            return type(item)(self.move(x) for x in item)
+        if isinstance(item, dict):
+            return {k: self.move(v) for k, v in item.items()}
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return dataclasses.replace(item, **{f.name: self.move(getattr(item, f.name))
+                                                for f in dataclasses.fields(item) if f.init})
+        return item
 
 
 def sync_context(step_module: nn.Module, last_micro_step: bool) -> contextlib.AbstractContextManager:

@@ -29,8 +29,10 @@ from stlm.train.babylm import BabyLMCheckpoints
 from stlm.train.budget import continue_plan, plan_budget
 from stlm.train.losses import build_loss_module
 from stlm.train.metrics import MetricsLog, ProgressBar
+from stlm.train.mfu import device_peak_flops, mfu, training_flops_per_token
 from stlm.train.optim import build_optimizer
-from stlm.train.setup import Runtime, init_runtime, seed_everything, sync_context, wrap_for_training
+from stlm.train.setup import (DeviceBatches, Runtime, init_runtime, seed_everything, should_compile,
+                              sync_context, wrap_for_training)
 from stlm.train.tracking import start_tracking
 
 
@@ -71,12 +73,17 @@ class Trainer:
         except ValueError as exc:
             raise UserError(f"cannot build the model: {exc}") from exc
         self.optimizer = build_optimizer(self.model, t, self.rt.device)
-        self.step_module = wrap_for_training(
-            self.model, t, self.rt, build_loss_module(self.model, cfg, self.rt.device, data.tokenizer))
-        self.batches = TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed,
-                                    mode=cfg.data.sampling, rank=self.rt.rank, world_size=self.rt.world_size)
         tokens_per_step = t.batch_size * t.grad_accum * self.context * self.rt.world_size
         self.budget = plan_budget(t, tokens_per_step)
+        planned = self.budget.total_steps * tokens_per_step if self.budget.total_steps is not None else None
+        compile_now = should_compile(t, self.rt.device, planned,
+                                     lambda: training_flops_per_token(self.model, self.context))
+        self.step_module = wrap_for_training(
+            self.model, t, self.rt, compiled=compile_now,
+            loss_module=build_loss_module(self.model, cfg, self.rt.device, data.tokenizer))
+        self.batches = DeviceBatches(TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed,
+                                                  mode=cfg.data.sampling, rank=self.rt.rank,
+                                                  world_size=self.rt.world_size), self.rt.device)
         self.ckpt_dir = self.run_dir / CHECKPOINTS_DIR
         self.babylm = (BabyLMCheckpoints(self.run_dir, data, t.babylm_words_per_m)
                        if t.babylm_checkpoints and self.rt.is_main else None)
@@ -127,7 +134,7 @@ class Trainer:
         lm_loss = torch.zeros((), device=rt.device)
         aux: dict[str, torch.Tensor] = {}
         for micro in range(t.grad_accum):
-            batch = self.batches.batch(self.state.step * t.grad_accum + micro).to(rt.device, non_blocking=True)
+            batch = self.batches.batch(self.state.step * t.grad_accum + micro)  # on the device already
             with sync_context(self.step_module, micro == t.grad_accum - 1):
                 with rt.autocast():
                     loss, lm, parts = self.step_module(**batch.model_inputs())
@@ -198,6 +205,8 @@ class Trainer:
         bar = ProgressBar(t.progress and main, total, st.elapsed_s if timed else st.step,
                           "train (s)" if timed else "train")
         base_elapsed = st.elapsed_s  # a resumed run continues its saved time
+        peak = device_peak_flops(rt.device)  # None on CPU or an unknown GPU: no MFU logged
+        flops_per_token = training_flops_per_token(self.model, self.context) if peak else 0.0
         started = window_start = time.perf_counter()
         window_tokens = 0
         model_was_training = self.model.training
@@ -220,6 +229,8 @@ class Trainer:
                     speed = window_tokens / max(now - window_start, 1e-9)
                     record = {"step": st.step, "tokens": st.tokens, **out, "tok_per_s": speed,
                               "elapsed_s": st.elapsed_s}
+                    if peak:
+                        record["mfu"] = mfu(speed, flops_per_token, peak, rt.world_size)
                     bar.update(st.elapsed_s if timed else st.step, out["loss"], speed)
                     window_start, window_tokens = now, 0
                 val = None
