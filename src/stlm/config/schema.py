@@ -92,6 +92,8 @@ class TokenizerConfig:
     # gpt2: path to r50k_base.tiktoken (or a folder holding it); bpe: an existing tokenizer.json;
     # hf: a saved HF tokenizer folder (an imported run's tokenizer/)
     path: Optional[str] = None
+    # Split tokens longer than this many bytes into several (byte-level chunking; None: never).
+    max_chunk_bytes: Optional[int] = None
 
 
 @dataclass
