@@ -258,7 +258,7 @@ def load_run(path: str | Path, which: str = "best", device: str | torch.device =
     tokenizer = load_tokenizer_dir(run_dir)
     checkpoint = find_checkpoint(run_dir, which)
     try:
-        model = build_model(cfg.model, tokenizer.vocab_size)
+        model = build_model(cfg.model, tokenizer)
     except ValueError as exc:
         raise UserError(f"cannot build the model of {run_dir}: {exc}") from exc
     load_weights(model, checkpoint)
