@@ -51,6 +51,13 @@ def test_padding_changes_neither_loss_nor_scores(model, tok, one_thread):
         targets = torch.roll(both, -1, 1)
         torch.testing.assert_close(model.logprobs(both, targets)[0][:1],
                                    model.logprobs(alone, targets[:1])[0], rtol=0, atol=1e-5)
+        # directly: one chunk padded to its own length or to an 8-byte neighbour's
+        a, wide = torch.tensor([short[1]]), torch.tensor([short[1], long[1]])
+        torch.testing.assert_close(model.embedder.pool_chunks(wide)[:1], model.embedder.pool_chunks(a),
+                                   rtol=0, atol=1e-5)
+        h = torch.randn(2, 32)
+        torch.testing.assert_close(model.head._chunk_nll(h, wide)[0][:1], model.head._chunk_nll(h[:1], a)[0],
+                                   rtol=0, atol=1e-5)
         mask = torch.tensor([[True] * n, [False] * n])
         torch.testing.assert_close(model(both, targets, loss_mask=mask).loss,
                                    model(alone, targets[:1]).loss, rtol=0, atol=1e-5)

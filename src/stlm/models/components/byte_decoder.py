@@ -24,7 +24,7 @@ from torch import nn
 from stlm.batch import IGNORE_INDEX
 from stlm.config.schema import ModelConfig
 from stlm.data.chunks import EOC, N_INPUT_SYMBOLS, N_SYMBOLS, Utf8
-from stlm.models.components.byte_transformer import ByteTransformer, ChunkTable
+from stlm.models.components.byte_transformer import ByteTransformer, ChunkTable, length_groups
 from stlm.models.components.norms import build_norm
 from stlm.models.output import HeadLoss
 from stlm.models.registry import register
@@ -56,7 +56,16 @@ class ByteDecoderHead(nn.Module):
 
     def chunk_nll(self, h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-log p(chunk of targets[n] + EOC | h[n]) (N,) in float32, and whether every symbol was
-        the argmax."""
+        the argmax. Chunks of similar length are decoded together (less padding)."""
+        nll = torch.zeros(targets.shape[0], dtype=torch.float32, device=h.device)
+        hit = torch.zeros(targets.shape[0], dtype=torch.bool, device=h.device)
+        for rows in length_groups(self.chunks.lengths[targets]):
+            group_nll, group_hit = self._chunk_nll(h[rows], targets[rows])
+            nll = nll.index_copy(0, rows, group_nll)
+            hit[rows] = group_hit
+        return nll, hit
+
+    def _chunk_nll(self, h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         symbols, lengths = self.chunks(targets)
         logits = self.symbol_logits(h, symbols).float()  # position j predicts symbol j
         want = F.pad(symbols, (0, 1)).scatter(1, lengths[:, None], EOC)

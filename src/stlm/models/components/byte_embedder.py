@@ -15,7 +15,7 @@ from torch import nn
 
 from stlm.config.schema import ModelConfig
 from stlm.data.chunks import N_INPUT_SYMBOLS
-from stlm.models.components.byte_transformer import ByteTransformer, ChunkTable
+from stlm.models.components.byte_transformer import ByteTransformer, ChunkTable, length_groups
 from stlm.models.components.embedders import AbsolutePositions
 from stlm.models.registry import register
 
@@ -39,19 +39,25 @@ class BytePooledEmbedder(nn.Module):
                           if cfg.positions in ("learned", "sincos") else None)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        symbols, lengths = self.chunks(ids)  # (B, T, W), (B, T)
+    def pool_chunks(self, ids: torch.Tensor) -> torch.Tensor:
+        """One byte_dim vector per id of ids (N,)."""
+        symbols, lengths = self.chunks(ids)  # (N, W), (N,)
         width = symbols.shape[-1]
-        real = torch.arange(width, device=ids.device) < lengths.clamp(min=1)[..., None]
-        x = self.byte(symbols) + self.byte_position.weight[:width]
-        x = self.encoder(x.flatten(0, -3), real.flatten(0, -2)).view(*symbols.shape, -1)
+        real = torch.arange(width, device=ids.device) < lengths.clamp(min=1)[:, None]
+        x = self.encoder(self.byte(symbols) + self.byte_position.weight[:width], real)
         if self.pool == "mean":
             w = real.to(x.dtype)[..., None]
-            pooled = (x * w).sum(-2) / w.sum(-2)
-        else:
-            scores = (x @ self.query.to(x.dtype)).masked_fill(~real, float("-inf"))
-            pooled = (scores.softmax(-1)[..., None] * x).sum(-2)
-        out = self.proj(pooled)
+            return (x * w).sum(-2) / w.sum(-2)
+        scores = (x @ self.query.to(x.dtype)).masked_fill(~real, float("-inf"))
+        return (scores.softmax(-1)[..., None] * x).sum(-2)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # a chunk's vector depends on its id alone: compute each distinct id once, grouped by length
+        unique, where = torch.unique(ids, return_inverse=True)
+        pooled = self.byte.weight.new_zeros(unique.shape[0], self.byte.weight.shape[1])
+        for rows in length_groups(self.chunks.lengths[unique]):
+            pooled = pooled.index_copy(0, rows, self.pool_chunks(unique[rows]).to(pooled.dtype))
+        out = self.proj(pooled)[where]
         if self.positions is not None:
             out = self.positions(out, positions)
         return self.dropout(out)

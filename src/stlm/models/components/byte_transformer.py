@@ -42,6 +42,13 @@ class ChunkTable(nn.Module):
         return self.table[ids][..., :width], lengths
 
 
+def length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
+    """Indices of `lengths` (N,) grouped by ceil(log2(length)): chunks of similar length run
+    together, so a batch pads each chunk to at most twice its length, not to the longest chunk."""
+    group = torch.ceil(torch.log2(lengths.clamp(min=1).float())).long()
+    return [torch.nonzero(group == g)[:, 0] for g in torch.unique(group).tolist()]
+
+
 class ByteBlock(nn.Module):
     def __init__(self, dim: int, n_heads: int):
         super().__init__()
