@@ -137,3 +137,34 @@ def test_byte_embedder_and_decoder_are_a_fraction_of_the_gpt2_embedding_and_head
     assert 1 - replaced / gpt2_tied > 0.90 and 1 - replaced / gpt2_untied > 0.95
     # the core is the same model
     assert all(pooled[c] == bpe[c] for c in ("attention", "mlp"))
+
+
+@pytest.mark.slow
+def test_byte_pooled_trains_and_eval_bpb_equals_the_training_runs(tmp_path, capsys):
+    """Train the preset end to end on GPT-2 chunks of at most 8 bytes; `stlm eval --tasks bpb`
+    reproduces the run's own validation bpb, and generation writes valid UTF-8."""
+    import json
+    from pathlib import Path
+
+    from stlm.cli import main
+    from stlm.train import run_training
+    from stlm.train.metrics import read_metrics
+
+    gpt2 = require_shared("gpt2-bpe")
+    overrides = [f"runs_dir={tmp_path / 'runs'}", "run_name=byte", "experiment=byte_pooled",
+                 f"data.tokenizer.path={gpt2}", "data.tokenizer.max_chunk_bytes=8", "model.byte_chunk_max=8",
+                 "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",
+                 "model.byte_dim=32", "model.byte_heads=2", "model.context_length=32", "train.context_length=32",
+                 "data.sources.0.max_documents=800", f"data.cache_dir={tmp_path / 'cache'}",
+                 "train.batch_size=8", "train.max_steps=30", "train.warmup_steps=3", "train.lr=1e-2",
+                 "train.min_lr=1e-3", "train.log_every=5", "train.eval_every=30", "train.eval_batches=2",
+                 "train.checkpoint_every=30", "train.progress=false", "train.threads=1",
+                 "eval.minimal_pairs=false", "eval.sample_tokens=8"]
+    summary = run_training(compose_config(overrides), echo=lambda s: None)
+    losses = [r["loss"] for r in read_metrics(Path(summary["run_dir"]) / "metrics.jsonl") if "loss" in r]
+    assert losses[-1] < losses[0] - 1.0  # it learns (nats per chunk)
+    assert "\ufffd" not in summary["sample"]["text"]
+    capsys.readouterr()
+    assert main(["eval", summary["run_dir"], "--tasks", "bpb", "--batch-size", "8"]) == 0
+    evaluated = json.loads((Path(summary["run_dir"]) / "eval" / "bpb.json").read_text())
+    assert evaluated["bpb"] == pytest.approx(summary["val_bpb"], rel=1e-4)

@@ -99,3 +99,24 @@ def test_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert again["rows"] == results["rows"]
     with pytest.raises(UserError, match="other settings"):
         run_study(StudySettings(**{**settings.__dict__, "budget": 0.004}), echo=lambda _: None)
+
+
+@pytest.mark.slow
+def test_byte_study_runs_end_to_end(tmp_path, monkeypatch):
+    from stlm.study.byte import ByteStudySettings, run_byte_study
+
+    monkeypatch.chdir(tmp_path)
+    settings = ByteStudySettings(budget=0.005, out=tmp_path / "out", data_root=tiny_data_root(tmp_path),
+                                 arms=("bpe_untied", "byte_pooled"), bpe_vocab=300, progress=False, threads=1)
+    results = run_byte_study(settings, echo=lambda _: None)
+    rows = {r["arm"]: r for r in results["rows"]}
+    assert set(rows) == {"bpe_untied", "byte_pooled"}
+    assert rows["byte_pooled"]["vocab"] == rows["bpe_untied"]["vocab"] == 300  # no token over 16 bytes
+    assert rows["bpe_untied"]["embedding_head_parameters"] == 2 * 300 * 128
+    for r in rows.values():
+        assert abs(r["train_bytes"] - results["plan"]["train_bytes"]) < 0.5 * results["plan"]["train_bytes"] \
+            or r["capped"]
+        assert 0 < r["test_bpb"] < 20 and 0 < r["val_bpb"] < 20 and r["blimp"]["n"] == 67
+        assert r["memory"]["peak_mb"] > 0 and r["bytes_per_second"] > 0
+    assert "| byte_pooled | byte-pooled chunks |" in (settings.out / "results.md").read_text()
+    assert (settings.out / "results.png").stat().st_size > 0
