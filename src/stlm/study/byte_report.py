@@ -3,11 +3,11 @@ bits per byte against bytes seen; held-out bpb against embedding + head paramete
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from stlm.study.report import JSON_FILE, PLOT_FILE, TABLE_FILE, _pct, _write
+from stlm.study import report
+from stlm.study.report import _pct, figure, save_figure, training_curves
 
 
 def format_table(results: dict) -> str:
@@ -42,26 +42,12 @@ def format_table(results: dict) -> str:
 
 
 def plot(results: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from stlm.runs import METRICS_FILE
-    from stlm.train.metrics import read_metrics
-
     rows = results["rows"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for r in rows:
-        metrics = Path(r["run_dir"]) / METRICS_FILE
-        records = read_metrics(metrics) if metrics.exists() else []
-        curve = [(m["tokens"] * r["bytes_per_token"], m["loss"] / math.log(2) / r["bytes_per_token"])
-                 for m in records if "loss" in m]
-        if curve:
-            axes[0].plot(*zip(*curve), label=r["arm"], linewidth=1)
+    fig, axes = figure(3)
+    training_curves(axes[0], rows, "arm", lambda r, m: (m["tokens"] * r["bytes_per_token"],
+                                                        m["loss"] / math.log(2) / r["bytes_per_token"]))
     axes[0].set(xlabel="training bytes", ylabel="train loss (bits per byte, approx.)",
                 title="training loss per byte")
-    axes[0].legend(fontsize=7)
     for r in rows:
         axes[1].scatter(r["embedding_head_parameters"], r["test_bpb"])
         axes[1].annotate(r["arm"], (r["embedding_head_parameters"], r["test_bpb"]), fontsize=7,
@@ -73,19 +59,8 @@ def plot(results: dict, out: Path) -> None:
                 title="held-out bpb vs embedding + head size")
     axes[2].set(xlabel="total parameters", ylabel="BLiMP accuracy (%)", title="BLiMP vs size")
     axes[2].axhline(50, color="grey", linewidth=0.8, linestyle="--")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = out / f".tmp-{PLOT_FILE}"
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    tmp.replace(out / PLOT_FILE)
+    save_figure(fig, axes, out)
 
 
 def write_report(results: dict, out: Path) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    table = format_table(results)
-    _write(out / JSON_FILE, json.dumps(results, indent=1).encode())
-    _write(out / TABLE_FILE, (f"# byte study\n\n{table}\n").encode())
-    plot(results, out)
-    return table
+    return report.write_report(results, out, table_of=format_table, plot_to=plot)

@@ -48,25 +48,46 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict, out: Path) -> None:
+def training_curves(ax, rows: list[dict], name: str, point) -> None:
+    """One line per row from its run's metrics.jsonl: `point(row, record) -> (x, y)`."""
+    from stlm.runs import METRICS_FILE
+    from stlm.train.metrics import read_metrics
+
+    for r in rows:
+        metrics = Path(r["run_dir"]) / METRICS_FILE
+        records = read_metrics(metrics) if metrics.exists() else []
+        curve = [point(r, m) for m in records if "loss" in m]
+        if curve:
+            ax.plot(*zip(*curve), label=r[name], linewidth=1)
+    ax.legend(fontsize=7)
+
+
+def figure(n_panels: int):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stlm.runs import METRICS_FILE
-    from stlm.train.metrics import read_metrics
+    return plt.subplots(1, n_panels, figsize=(16, 4.5))
 
+
+def save_figure(fig, axes, out: Path) -> None:
+    """Grid every panel and write results.png (temporary name, then rename)."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_output(out / PLOT_FILE) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def plot(results: dict, out: Path) -> None:
     rows = results["rows"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for r in rows:
-        metrics = Path(r["run_dir"]) / METRICS_FILE
-        records = read_metrics(metrics) if metrics.exists() else []
-        curve = [(m["tokens"], m["loss"]) for m in records if "loss" in m]
-        if curve:
-            axes[0].plot(*zip(*curve), label=r["model"], linewidth=1)
+    fig, axes = figure(3)
+    training_curves(axes[0], rows, "model", lambda r, m: (m["tokens"], m["loss"]))
     axes[0].set(xlabel="training tokens", ylabel="train loss (nats/token)", title="training loss")
-    axes[0].legend(fontsize=7)
     panels = ((axes[1], "blimp", "BLiMP accuracy (%)"), (axes[2], "test_bpb", "WikiText-2 test bpb"))
     for ax, key, label in panels:
         for r in rows:
@@ -77,19 +98,15 @@ def plot(results: dict, out: Path) -> None:
         ax.set(xlabel="parameters (trained)", ylabel=label, title=f"{label} vs size (square: tied)")
     if rows:
         axes[1].axhline(50, color="grey", linewidth=0.8, linestyle="--")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_output(out / PLOT_FILE) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, axes, out)
 
 
-def write_report(results: dict, out: Path) -> str:
-    """Write results.json, results.md and results.png into `out`; return the table."""
+def write_report(results: dict, out: Path, table_of=None, plot_to=None) -> str:
+    """Write results.json, results.md and results.png into `out`; return the table. A study
+    with other columns passes its own `table_of(results)` and `plot_to(results, out)`."""
     out.mkdir(parents=True, exist_ok=True)
-    table = format_table(results)
+    table = (table_of or format_table)(results)
     write_atomic(out / JSON_FILE, json.dumps(results, indent=1).encode())
     write_atomic(out / TABLE_FILE, (f"# {results['study']} study\n\n{table}\n").encode())
-    plot(results, out)
+    (plot_to or plot)(results, out)
     return table
