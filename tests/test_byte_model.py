@@ -126,10 +126,12 @@ def test_byte_embedder_and_decoder_are_a_fraction_of_the_gpt2_embedding_and_head
     assert base.d_model == 512
     byte = dataclasses.replace(base, embedder="byte_pooled", head="byte_decoder", tie_embeddings=False,
                                byte_dim=128, byte_layers=2, byte_decoder_layers=2, byte_chunk_max=16)
-    bpe = count_parameters(build_model(base, 50257), flops=False).by_component
-    untied = count_parameters(build_model(dataclasses.replace(base, tie_embeddings=False), 50257),
-                              flops=False).by_component
-    pooled = count_parameters(build_model(byte, 50257), flops=False).by_component
+    def count(cfg):  # shapes only: built on the meta device, no memory or initialisation
+        with torch.device("meta"):
+            return count_parameters(build_model(cfg, 50257), flops=False).by_component
+
+    bpe, untied = count(base), count(dataclasses.replace(base, tie_embeddings=False))
+    pooled = count(byte)
     gpt2_tied = bpe["embedding"] + bpe["head"]
     gpt2_untied = untied["embedding"] + untied["head"]
     assert round(gpt2_tied / 1e6, 1) == 25.7 and round(gpt2_untied / 1e6, 1) == 51.5
