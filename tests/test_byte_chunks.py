@@ -30,6 +30,7 @@ def table(chunked):
     return chunk_table(chunked, 4)
 
 
+@pytest.mark.shared_data
 @settings(max_examples=60, deadline=None)
 @given(text=TEXTS)
 def test_chunks_concatenate_to_the_input_bytes(chunked, table, text):
@@ -41,6 +42,7 @@ def test_chunks_concatenate_to_the_input_bytes(chunked, table, text):
     assert b"".join(bytes(symbols[i, : lengths[i]].tolist()) for i in ids) == text.encode()
 
 
+@pytest.mark.shared_data
 def test_long_tokens_become_several_chunks_never_truncated(gpt2, chunked):
     long_ids = [i for i in gpt2.encode(MIXED) if len(gpt2.token_bytes(i)) > 4]
     assert long_ids, "the text must hold tokens longer than the limit"
@@ -52,6 +54,7 @@ def test_long_tokens_become_several_chunks_never_truncated(gpt2, chunked):
     assert chunked.vocab_size > gpt2.vocab_size
 
 
+@pytest.mark.shared_data
 def test_end_of_text_is_one_reserved_symbol(chunked, table):
     symbols, lengths = table
     assert lengths[chunked.eot_id] == 1 and symbols[chunked.eot_id, 0] == EOT_SYMBOL
@@ -59,6 +62,7 @@ def test_end_of_text_is_one_reserved_symbol(chunked, table):
     assert all(lengths[i] == 0 for i in chunked.unused_ids())
 
 
+@pytest.mark.shared_data
 def test_a_table_narrower_than_the_tokens_is_refused(gpt2):
     with pytest.raises(UserError, match="max_chunk_bytes=16"):
         chunk_table(gpt2, 16)

@@ -39,6 +39,7 @@ def model(tok):
     return build_model(small(), tok).eval()
 
 
+@pytest.mark.shared_data
 def test_padding_changes_neither_loss_nor_scores(model, tok, one_thread):
     short = tok.encode("a b c d e f g h")  # 1-2 byte chunks
     long = tok.encode(" international communications")  # 8-byte chunks: wider padding
@@ -63,6 +64,7 @@ def test_padding_changes_neither_loss_nor_scores(model, tok, one_thread):
                                    model(alone, targets[:1]).loss, rtol=0, atol=1e-5)
 
 
+@pytest.mark.shared_data
 def test_a_later_byte_never_changes_an_earlier_byte_prediction(model, tok, one_thread):
     h = torch.randn(3, 32)
     prefix = torch.tensor([list(b"abcdefg")] * 3)
@@ -83,6 +85,7 @@ def test_a_later_byte_never_changes_an_earlier_byte_prediction(model, tok, one_t
                                    rtol=0, atol=1e-6)
 
 
+@pytest.mark.shared_data
 def test_chunk_probability_is_its_symbols_and_end_of_chunk(model, tok, one_thread):
     ids = tok.encode(" café")
     target = ids[0]
@@ -95,6 +98,7 @@ def test_chunk_probability_is_its_symbols_and_end_of_chunk(model, tok, one_threa
     torch.testing.assert_close(logp[0], by_hand)
 
 
+@pytest.mark.shared_data
 def test_training_loss_and_bits_per_byte_agree(model, tok, one_thread):
     ids = tok.encode(TEXT + TEXT)[:33]
     batch = Batch(torch.tensor([ids[:-1]]), torch.tensor([ids[1:]]))
@@ -112,6 +116,7 @@ def test_training_loss_and_bits_per_byte_agree(model, tok, one_thread):
     assert score.logprob == pytest.approx(float(full), abs=1e-4)
 
 
+@pytest.mark.shared_data
 def test_generation_is_valid_utf8_from_the_tokenizers_chunks(model, tok, one_thread):
     for seed in range(3):
         text = generate(model, tok, "日本", max_new_tokens=12, temperature=1.5, seed=seed)
@@ -141,6 +146,7 @@ def test_byte_embedder_and_decoder_are_a_fraction_of_the_gpt2_embedding_and_head
     assert all(pooled[c] == bpe[c] for c in ("attention", "mlp"))
 
 
+@pytest.mark.shared_data
 @pytest.mark.slow
 def test_byte_pooled_trains_and_eval_bpb_equals_the_training_runs(tmp_path, capsys):
     """Train the preset end to end on GPT-2 chunks of at most 8 bytes; `stlm eval --tasks bpb`

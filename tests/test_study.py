@@ -102,6 +102,7 @@ def test_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
 def test_byte_study_runs_end_to_end(tmp_path, monkeypatch):
     from stlm.study.byte import ByteStudySettings, run_byte_study
 
