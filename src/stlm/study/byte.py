@@ -1,4 +1,4 @@
-"""The byte-level study (issue 11): does STLM's byte-level model (Hillier, Guertler et al., 2024,
+"""The byte-level study: does STLM's byte-level model (Hillier, Guertler et al., 2024,
 section 5.2) keep quality while replacing the vocabulary-sized embedding and head?
 
 Four arms share one core (the tiny-1m preset: d_model 128, 4 layers), the study corpus
@@ -31,6 +31,8 @@ import torch
 
 from stlm.config.loader import compose_config, validate
 from stlm.config.schema import DataConfig, EvalConfig, ModelConfig, RunConfig, TokenizerConfig, TrainConfig
+from stlm.datadir import user_data_dir
+from stlm.device import resolve_device
 from stlm.errors import UserError
 from stlm.study.corpus import study_data, test_text_ids, window_batches
 
@@ -54,7 +56,7 @@ EVAL_FILE = "byte_study_eval.json"
 class ByteStudySettings:
     budget: float = 1.0
     out: Path = Path("runs/studies/byte")
-    data_root: Path = Path("../shared/data")
+    data_root: Path = dataclasses.field(default_factory=user_data_dir)  # the local data folder
     arms: tuple[str, ...] = ARMS
     bpe_vocab: int = BPE_VOCAB
     gpt2: bool = False  # GPT-2's tokenizer for the BPE and byte-pooled arms (the paper's)
@@ -232,7 +234,7 @@ def run_byte_study(s: ByteStudySettings, echo: Callable[[str], None] = print) ->
     if unknown:
         raise UserError(f"unknown study arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     plan = plan_for(s.budget)
-    device = s.device if s.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(s.device)
     echo(f"byte study, {plan.describe()}; output in {s.out}")
     rows = []
     for i, arm in enumerate(s.arms, 1):
