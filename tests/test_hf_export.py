@@ -43,7 +43,7 @@ def test_exported_run_matches_in_transformers(tmp_path):
     for fact in ("library_name: transformers", "2 layers, d_model 32, 2 attention heads", "FFN swiglu",
                  f"{count_parameters(ours.model).total:,}-parameter", "`grammar-2k`", "tokenizer: bpe, 300 ids",
                  f"tokens seen: {summary['tokens']:,} in 20 steps", f"{summary['val_bpb']:.4f} bits per byte",
-                 f"| bpb | val | ", f"{bpb:.4f}"):
+                 "| bpb | val | ", f"{bpb:.4f}"):
         assert fact in card, fact
 
 

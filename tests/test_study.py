@@ -120,6 +120,8 @@ def test_knob_studies_compare_variants_at_equal_tokens(tmp_path):
     assert dist["student_distilled"].train.distill.teacher == str((tmp_path / "runs" / "teacher").resolve())
     opt = [variant_config("optimizer", v, 1.0, tmp_path, "cpu", None, False) for v in STUDY_VARIANTS["optimizer"]]
     assert sorted(c.train.optimizer for c in opt) == ["adamw"] * 3 + ["muon"] * 3
+
+
 def _run_row(seed: int, val: float, blimp: float, local: float) -> dict:
     return {"model": "m", "role": "r", "tied": True, "seed": seed, "parameters": 10, "paper_parameters": 20,
             "tokens": 100, "steps": 2, "train_seconds": 1.0, "val_bpb": val, "test_bpb": val + 1,
@@ -167,3 +169,25 @@ def test_study_with_two_seeds_trains_each_seed_and_reports_the_spread(tmp_path, 
     assert row["spread"]["val_bpb"] > 0
     assert (tmp_path / "out" / "runs" / "llama_tied-seed1338" / "summary.json").exists()
     assert "seeds 1337, 1338" in (tmp_path / "out" / "results.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_byte_study_runs_end_to_end(tmp_path, monkeypatch):
+    from stlm.study.byte import ByteStudySettings, run_byte_study
+
+    monkeypatch.chdir(tmp_path)
+    settings = ByteStudySettings(budget=0.005, out=tmp_path / "out", data_root=tiny_data_root(tmp_path),
+                                 arms=("bpe_untied", "byte_pooled"), bpe_vocab=300, progress=False, threads=1)
+    results = run_byte_study(settings, echo=lambda _: None)
+    rows = {r["arm"]: r for r in results["rows"]}
+    assert set(rows) == {"bpe_untied", "byte_pooled"}
+    assert rows["byte_pooled"]["vocab"] == rows["bpe_untied"]["vocab"] == 300  # no token over 16 bytes
+    assert rows["bpe_untied"]["embedding_head_parameters"] == 2 * 300 * 128
+    for r in rows.values():
+        assert abs(r["train_bytes"] - results["plan"]["train_bytes"]) < 0.5 * results["plan"]["train_bytes"] \
+            or r["capped"]
+        assert 0 < r["test_bpb"] < 20 and 0 < r["val_bpb"] < 20 and r["blimp"]["n"] == 67
+        assert r["memory"]["peak_mb"] > 0 and r["bytes_per_second"] > 0
+    assert "| byte_pooled | byte-pooled chunks |" in (settings.out / "results.md").read_text()
+    assert (settings.out / "results.png").stat().st_size > 0

@@ -41,12 +41,14 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 def generate_ids(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, *, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  stop_id: int | None = None, use_cache: bool = True, window: int | None = None,
-                 on_token: Callable[[int], None] | None = None) -> list[int]:
+                 on_token: Callable[[int], None] | None = None,
+                 tokenizer_bytes: Callable[[int], bytes] | None = None) -> list[int]:
     """Sample up to `max_new_tokens` ids after `prompt_ids`; returns the new ids (without stop_id).
 
     `window`: the most tokens the model sees (default: its context length; pass the length it
     was trained on when that is shorter). `use_cache=False` recomputes the whole window each step
-    (the reference the cache must match).
+    (the reference the cache must match). `tokenizer_bytes(id)`: the bytes of an id, for models
+    that spell tokens byte by byte and keep the text valid UTF-8 (`model.sample_token`).
     """
     if not prompt_ids:
         raise ValueError("the prompt must have at least one token")
@@ -58,17 +60,24 @@ def generate_ids(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, *
     ids = list(prompt_ids)
     out: list[int] = []
     cache, feed = None, ids
+    by_token = getattr(model, "generates_by_token", False)  # a byte decoder spells each token
+    sample = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)  # noqa: E731
     try:
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             if use_cache:
                 if cache is None:  # prefill with the prompt
                     cache, feed = model.new_cache(), ids[-window:]
                 elif cache.length + 1 > window:  # window full: rebuild from its recent half
                     cache, feed = model.new_cache(), ids[-max(window // 2, 1):]
-                logits = model(torch.tensor([feed], device=device), cache=cache, logits="last").logits[0, -1]
+                x = torch.tensor([feed], device=device)
             else:
-                logits = model(torch.tensor([ids[-window:]], device=device), logits="last").logits[0, -1]
-            token = sample_next(logits, temperature, top_k, top_p, generator)
+                cache, x = None, torch.tensor([ids[-window:]], device=device)
+            if by_token:
+                history = b"".join(tokenizer_bytes(i) for i in ids[-8:]) if tokenizer_bytes else b""
+                token = model.sample_token(model.encode(x, cache=cache)[0, -1], history, sample,
+                                           final=step == max_new_tokens - 1)
+            else:
+                token = sample(model(x, cache=cache, logits="last").logits[0, -1])
             if token == stop_id:
                 break
             ids.append(token)
@@ -101,7 +110,8 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens
 
     generate_ids(model, [tokenizer.eot_id] + tokenizer.encode(prompt), max_new_tokens,
                  temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                 stop_id=tokenizer.eot_id, use_cache=use_cache, window=window, on_token=emit)
+                 stop_id=tokenizer.eot_id, use_cache=use_cache, window=window, on_token=emit,
+                 tokenizer_bytes=tokenizer.token_bytes)
     tail = decoder.decode(b"", final=True)
     if tail:
         pieces.append(tail)

@@ -260,7 +260,7 @@ def load_run(path: str | Path, which: str = "best", device: str | torch.device =
     tokenizer = load_tokenizer_dir(run_dir)
     checkpoint = find_checkpoint(run_dir, which)
     try:
-        model = build_model(cfg.model, tokenizer.vocab_size)
+        model = build_model(cfg.model, tokenizer)
         if not cfg.model.compression.is_empty:  # a `stlm compress` output: its exact shapes
             from stlm.compress.structure import apply_structure
 

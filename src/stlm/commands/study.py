@@ -18,6 +18,9 @@ EPILOG = """studies:
            built-in corpus at equal tokens (docs/knob_studies.md)
   optimizer AdamW vs Muon at equal tokens, a 3-point learning-rate sweep each (docs/knob_studies.md)
   distill  a student alone vs distilled from a teacher trained on 3x the tokens (docs/knob_studies.md)
+  byte     train BPE tied and untied, byte-token and byte-pooled models with the same core on the
+           same text at equal bytes seen; report embedding+head and total parameters, bits per
+           byte, BLiMP, training bytes/s and peak memory (docs/byte_study.md)
 
 The default budget (1) fits 2 CPU cores in about 30 minutes; use --budget 50 or more on a GPU.
 A killed study resumes when run again with the same arguments."""
@@ -34,8 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="local data folder, laid out as docs/data.md (default $STLM_DATA_DIR, else "
                         "~/.cache/stlm/data)")
-    p.add_argument("--models", default=None, help=f"sllama: comma-separated subset of: {', '.join(MODELS)}")
-    p.add_argument("--bpe-vocab", type=int, default=BPE_VOCAB, help="sllama: BPE vocabulary trained on the corpus")
+    from stlm.study.byte import ARMS
+
+    p.add_argument("--models", default=None, help=f"comma-separated subset of: {', '.join(MODELS)} "
+                                                  f"(sllama) or {', '.join(ARMS)} (byte)")
+    p.add_argument("--gpt2", action="store_true",
+                   help="byte study: GPT-2's tokenizer for the BPE and byte-pooled arms (the paper's; slower)")
+    p.add_argument("--bpe-vocab", type=int, default=BPE_VOCAB, help="BPE vocabulary trained on the corpus")
     p.add_argument("--paper-vocab", action="store_true",
                    help="sllama: keep the presets' 32,000 embedding rows (the paper's parameter counts; slower)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -75,8 +83,17 @@ def run(args: argparse.Namespace) -> int:
     if args.bpe_vocab < MIN_VOCAB:
         raise UserError(f"--bpe-vocab must be at least {MIN_VOCAB} (256 bytes + end-of-text), "
                         f"got {args.bpe_vocab}")
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else MODELS
-    settings = StudySettings(budget=args.budget, out=out,
+    chosen = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
+    if args.study == "byte":
+        from stlm.study.byte import ARMS, ByteStudySettings, run_byte_study
+
+        run_byte_study(ByteStudySettings(budget=args.budget, out=Path(args.out or "runs/studies/byte"),
+                                         data_root=_data_root(args.data_dir), arms=chosen or ARMS,
+                                         bpe_vocab=args.bpe_vocab, gpt2=args.gpt2, device=args.device,
+                                         threads=args.threads, progress=not args.no_progress))
+        return 0
+    models = chosen or MODELS
+    settings = StudySettings(budget=args.budget, out=Path(args.out or f"runs/studies/{args.study}"),
                              data_root=_data_root(args.data_dir), models=models, bpe_vocab=args.bpe_vocab,
                              paper_vocab=args.paper_vocab, device=args.device,
                              threads=args.threads, progress=not args.no_progress, seeds=args.seeds)

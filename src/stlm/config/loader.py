@@ -145,10 +145,11 @@ LATER_KEYS = frozenset({"model.head", "model.mtp_tokens", "model.mtp_weight", "t
                         "train.continue_schedule", "train.diverge_factor", "train.tracker",
                         "train.tracker_project", "train.babylm_checkpoints", "train.babylm_words_per_m",
                         "init_from", "model.layer_dropout", "model.early_exit_scale",
-                        # training knobs (issue 13)
                         "model.qk_norm", "model.zero_init_projections", "model.logit_softcap",
                         "train.cooldown_fraction", "train.cooldown_shape", "train.dropout_schedule",
-                        "train.muon", "train.loss", "train.distill"})
+                        "train.muon", "train.loss", "train.distill", "model.compression", "data.path",
+                        "data.tokenizer.max_chunk_bytes", "model.byte_chunk_max", "model.byte_decoder_layers",
+                        "model.byte_dim", "model.byte_heads", "model.byte_layers", "model.byte_pool"})
 
 
 def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:

@@ -80,7 +80,7 @@ class ModelConfig:
     n_heads: int = 8
     n_kv_heads: Optional[int] = None  # None = n_heads (plain multi-head attention)
     d_ff: int = 688
-    embedder: str = "token"  # token | rrhp (SLlama's repeated reduced hidden size)
+    embedder: str = "token"  # token | rrhp (SLlama's repeated reduced hidden size) | byte_pooled
     rrhp_factor: int = 4
     positions: str = "rope"  # rope | learned | sincos | none
     rope_theta: float = 10000.0
@@ -88,13 +88,21 @@ class ModelConfig:
     norm_eps: float = 1e-6
     attention: str = "gqa"  # gqa | pwa (SLlama's permutated weight attention)
     ffn: str = "swiglu"  # swiglu | gelu | relu2 | spmlp (SLlama's shared projection MLP)
-    head: str = "token"  # token | multi_token (Gloeckle et al., 2024)
+    head: str = "token"  # token | multi_token (Gloeckle et al., 2024) | early_exit | byte_decoder
     mtp_tokens: int = 4  # head=multi_token: tokens predicted per position (next + mtp_tokens - 1)
     mtp_weight: float = 1.0  # head=multi_token: weight of each extra head's auxiliary loss
     # LayerSkip (Elhoushi et al., 2024): per-sample layer dropout rising with depth to this rate at
     # the last layer (training only), and with head=early_exit a loss at every layer's exit.
     layer_dropout: float = 0.0
     early_exit_scale: float = 1.0  # head=early_exit: total weight of the early-exit losses
+    # embedder=byte_pooled / head=byte_decoder (STLM's byte-level model): width, layers and heads
+    # of the small byte transformers, the longest chunk in bytes, and the embedder's pooling.
+    byte_dim: int = 64
+    byte_layers: int = 2
+    byte_decoder_layers: int = 2
+    byte_heads: int = 4
+    byte_chunk_max: int = 16
+    byte_pool: str = "mean"  # mean (over real bytes) | query (one learned attention query)
     bias: bool = False
     dropout: float = 0.0
     tie_embeddings: bool = False
@@ -127,6 +135,8 @@ class TokenizerConfig:
     # gpt2: path to r50k_base.tiktoken (or a folder holding it); bpe: an existing tokenizer.json;
     # hf: a saved HF tokenizer folder (an imported run's tokenizer/)
     path: Optional[str] = None
+    # Split tokens longer than this many bytes into several (byte-level chunking; None: never).
+    max_chunk_bytes: Optional[int] = None
 
 
 @dataclass

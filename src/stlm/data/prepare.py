@@ -37,6 +37,7 @@ from stlm.output_paths import writable_folder
 from stlm.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 from stlm.fileio import write_atomic
 from stlm.tokenizers.base import META_FILE as TOKENIZER_META
+from stlm.tokenizers.chunked import with_chunk_limit
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -102,7 +103,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
 def _prepare_cached(cfg: DataConfig, cache: Path, progress: bool) -> PreparedData:
     writable_folder(cache, "prepared data", "set data.cache_dir=DIR to a writable folder")
     with _locked(cache / f".{cfg.name}.lock"):  # one preparer per corpus name (e.g. DDP ranks)
-        tokenizer = _tokenizer(cfg, cache, progress)
+        tokenizer = with_chunk_limit(_tokenizer(cfg, cache, progress), cfg.tokenizer.max_chunk_bytes)
         key = _hash({"corpus": _corpus(cfg), "tokenizer": tokenizer.fingerprint(),
                      "max_train_tokens": cfg.max_train_tokens, "max_val_tokens": cfg.max_val_tokens,
                      "shard_tokens": cfg.shard_tokens, "version": FORMAT_VERSION})

@@ -47,7 +47,8 @@ def run_data(run: LoadedRun, data: str | None = None):
     cfg = copy.deepcopy(run.cfg.data) if data is None else compose_config([f"data={data}"]).data
     tok = run.tokenizer
     cfg.tokenizer = TokenizerConfig(kind=tok.kind, vocab_size=tok.vocab_size,
-                                    path=None if tok.kind == "byte" else str(run.run_dir / TOKENIZER_DIR))
+                                    path=None if tok.kind == "byte" else str(run.run_dir / TOKENIZER_DIR),
+                                    max_chunk_bytes=getattr(tok, "max_chunk_bytes", None))
     prepared = prepare_data(cfg)
     if prepared.tokenizer.fingerprint() != tok.fingerprint():
         raise UserError(f"the prepared data {prepared.path} was tokenized differently from the run's "

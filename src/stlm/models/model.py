@@ -72,6 +72,24 @@ class LanguageModel(nn.Module):
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, 0.0, self.cfg.init_std)
 
+    def attach_tokenizer(self, tokenizer) -> None:
+        """Give components that read token bytes (the byte embedder and decoder) the tokenizer's
+        id -> bytes table; `build_model` does this when given a tokenizer."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "attach"):
+                module.attach(tokenizer)
+
+    @property
+    def generates_by_token(self) -> bool:
+        """Whether the head picks the next id itself (`sample_token`) instead of by its logits."""
+        return hasattr(self.head, "sample_token")
+
+    def sample_token(self, hidden: torch.Tensor, history: bytes, sample, final: bool = False) -> int:
+        """The next id chosen by the head from the last hidden state (d_model,): the byte decoder
+        spells a chunk byte by byte, each symbol drawn by `sample(logits) -> index`, so that the
+        text (`history` is its bytes so far) stays valid UTF-8; `final`: the last step."""
+        return self.head.sample_token(hidden, history, sample, final)
+
     @property
     def n_layers(self) -> int:
         return len(self.core.blocks)
@@ -171,5 +189,11 @@ def resolve_vocab_size(cfg: ModelConfig, tokenizer_vocab: int | None) -> int:
     return (tokenizer_vocab + pad - 1) // pad * pad
 
 
-def build_model(cfg: ModelConfig, tokenizer_vocab: int | None = None) -> LanguageModel:
-    return LanguageModel(cfg, resolve_vocab_size(cfg, tokenizer_vocab))
+def build_model(cfg: ModelConfig, tokenizer_vocab=None) -> LanguageModel:
+    """The model `cfg` describes; `tokenizer_vocab` is the tokenizer's vocabulary size, or the
+    tokenizer itself (byte-level components then read its token bytes)."""
+    vocab = getattr(tokenizer_vocab, "vocab_size", tokenizer_vocab)
+    model = LanguageModel(cfg, resolve_vocab_size(cfg, vocab))
+    if hasattr(tokenizer_vocab, "token_table"):
+        model.attach_tokenizer(tokenizer_vocab)
+    return model

@@ -5,4 +5,5 @@ STUDIES = {"sllama": "Tied vs untied Llama, SLlama and its component ablations",
            "compress": "One trained model through every compression method at several strengths",
            "schedule": "Learning-rate and dropout schedules on the built-in corpus",
            "optimizer": "AdamW vs Muon at equal tokens, three learning rates each",
-           "distill": "A student with and without a teacher trained longer"}
+           "distill": "A student with and without a teacher trained longer",
+           "byte": "BPE tied/untied vs byte tokens vs STLM's byte-pooled model at equal bytes"}

@@ -1,4 +1,4 @@
-"""Training-knob studies (issue 13): the same tiny model on the built-in grammar corpus, the same
+"""Training-knob studies: the same tiny model on the built-in grammar corpus, the same
 tokens and seed, one knob changed per variant; compared on validation bits per byte and the
 grammar's minimal pairs.
 

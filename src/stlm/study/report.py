@@ -63,35 +63,34 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _loss_curves(ax, rows: list[dict], log_scale: bool = False) -> None:
-    """Each row's training loss against tokens, read from its run's metrics."""
+def training_curves(ax, rows: list[dict], name: str, point) -> None:
+    """One line per row from its run's metrics.jsonl: `point(row, record) -> (x, y)`."""
     from stlm.runs import METRICS_FILE
     from stlm.train.metrics import read_metrics
 
     for r in rows:
         metrics = Path(r["run_dir"]) / METRICS_FILE
         records = read_metrics(metrics) if metrics.exists() else []
-        curve = [(m["tokens"], m["loss"]) for m in records if "loss" in m]
+        curve = [point(r, m) for m in records if "loss" in m]
         if curve:
-            ax.plot(*zip(*curve), label=r["model"], linewidth=1)
-    ax.set(xlabel="training tokens", ylabel="train loss (nats/token)", title="training loss",
-           yscale="log" if log_scale else "linear")
+            ax.plot(*zip(*curve), label=r[name], linewidth=1)
     ax.legend(fontsize=7)
 
 
-def _save(fig, out: Path) -> None:
+def figure(n_panels: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for ax in fig.axes:
+    return plt.subplots(1, n_panels, figsize=(16, 4.5))
+
+
+def save_figure(fig, axes, out: Path) -> None:
+    """Grid every panel and write results.png (temporary name, then rename)."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_output(out / PLOT_FILE) as tmp:
@@ -100,10 +99,10 @@ def _save(fig, out: Path) -> None:
 
 
 def plot(results: dict, out: Path) -> None:
-    plt = _pyplot()
     rows = results["rows"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    _loss_curves(axes[0], rows)
+    fig, axes = figure(3)
+    training_curves(axes[0], rows, "model", lambda r, m: (m["tokens"], m["loss"]))
+    axes[0].set(xlabel="training tokens", ylabel="train loss (nats/token)", title="training loss")
     panels = ((axes[1], "blimp", "BLiMP accuracy (%)"), (axes[2], "test_bpb", "WikiText-2 test bpb"))
     for ax, key, label in panels:
         for r in rows:
@@ -114,16 +113,17 @@ def plot(results: dict, out: Path) -> None:
         ax.set(xlabel="parameters (trained)", ylabel=label, title=f"{label} vs size (square: tied)")
     if rows:
         axes[1].axhline(50, color="grey", linewidth=0.8, linestyle="--")
-    _save(fig, out)
+    save_figure(fig, axes, out)
 
 
-def write_report(results: dict, out: Path, table_fn=format_table, plot_fn=plot) -> str:
-    """Write results.json, results.md and results.png into `out`; return the table."""
+def write_report(results: dict, out: Path, table_of=None, plot_to=None) -> str:
+    """Write results.json, results.md and results.png into `out`; return the table. A study
+    with other columns passes its own `table_of(results)` and `plot_to(results, out)`."""
     out.mkdir(parents=True, exist_ok=True)
-    table = table_fn(results)
+    table = (table_of or format_table)(results)
     write_atomic(out / JSON_FILE, json.dumps(results, indent=1).encode())
     write_atomic(out / TABLE_FILE, (f"# {results['study']} study\n\n{table}\n").encode())
-    plot_fn(results, out)
+    (plot_to or plot)(results, out)
     return table
 
 
@@ -144,18 +144,18 @@ def format_knob_table(results: dict) -> str:
 
 
 def plot_knobs(results: dict, out: Path) -> None:
-    plt = _pyplot()
     rows = results["rows"]
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
-    _loss_curves(axes[0], rows, log_scale=True)
+    fig, axes = figure(2)
+    training_curves(axes[0], rows, "model", lambda r, m: (m["tokens"], m["loss"]))
+    axes[0].set(xlabel="training tokens", ylabel="train loss (nats/token)", title="training loss", yscale="log")
     axes[1].barh([r["model"] for r in rows], [r["val_bpb"] for r in rows])
     bpb = [r["val_bpb"] for r in rows]
     axes[1].set(xlabel="validation bits per byte (lower is better)", title=f"{results['study']} study",
                 xlim=(min(bpb) * 0.95, max(bpb) * 1.01))
     axes[1].invert_yaxis()
-    _save(fig, out)
+    save_figure(fig, axes, out)
 
 
 def write_knob_report(results: dict, out: Path) -> str:
     """Write results.json, results.md and results.png of a knob study into `out`; return the table."""
-    return write_report(results, out, format_knob_table, plot_knobs)
+    return write_report(results, out, table_of=format_knob_table, plot_to=plot_knobs)

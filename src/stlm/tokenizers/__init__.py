@@ -11,6 +11,7 @@ from stlm.errors import UserError
 from stlm.tokenizers.base import EOT_TEXT, META_FILE, Tokenizer
 from stlm.tokenizers.bpe import BPETokenizer
 from stlm.tokenizers.byte import BYTE_VOCAB_SIZE, ByteTokenizer
+from stlm.tokenizers.chunked import ChunkedTokenizer, with_chunk_limit
 from stlm.tokenizers.gpt2 import GPT2_VOCAB_SIZE, R50K_FILE, GPT2Tokenizer
 from stlm.tokenizers.hf import HFTokenizer
 
@@ -20,6 +21,8 @@ KINDS = ("byte", "bpe", "gpt2", "hf")  # hf: an imported model's tokenizer.json 
 def vocab_size_for(cfg: TokenizerConfig) -> int:
     """The vocabulary size a tokenizer config will produce, without training it (a trained BPE
     reaches `cfg.vocab_size` unless its corpus runs out of pairs to merge)."""
+    if cfg.max_chunk_bytes is not None and (cfg.kind != "bpe" or cfg.path):
+        return with_chunk_limit(build_tokenizer(cfg), cfg.max_chunk_bytes).vocab_size
     if cfg.kind == "bpe" and cfg.path:
         return BPETokenizer.from_file(cfg.path).vocab_size
     if cfg.kind == "hf" and cfg.path:
@@ -73,6 +76,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         tok = HFTokenizer.from_dir(directory)
     else:
         raise UserError(f"{meta_path} names an unknown tokenizer kind {kind!r} (known: {', '.join(KINDS)})")
+    tok = with_chunk_limit(tok, meta.get("max_chunk_bytes"))
     actual = {k: v for k, v in tok.meta().items() if k in expected}
     if actual != expected:
         raise UserError(f"tokenizer in {directory} does not match {META_FILE}: expected {expected}, "
@@ -80,5 +84,6 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     return tok
 
 
-__all__ = ["Tokenizer", "ByteTokenizer", "BPETokenizer", "GPT2Tokenizer", "HFTokenizer", "build_tokenizer",
+__all__ = ["Tokenizer", "ByteTokenizer", "BPETokenizer", "GPT2Tokenizer", "HFTokenizer", "ChunkedTokenizer",
+           "build_tokenizer",
            "load_tokenizer", "vocab_size_for", "EOT_TEXT", "GPT2_VOCAB_SIZE", "BYTE_VOCAB_SIZE"]

@@ -69,7 +69,7 @@ class Trainer:
                             f"({cfg.model.context_length})")
         seed_everything(cfg.seed)
         try:
-            self.model = build_model(cfg.model, data.tokenizer.vocab_size).to(self.rt.device)
+            self.model = build_model(cfg.model, data.tokenizer).to(self.rt.device)
         except ValueError as exc:
             raise UserError(f"cannot build the model: {exc}") from exc
         self.optimizer = build_optimizer(self.model, t, self.rt.device)

@@ -1,4 +1,4 @@
 """Building blocks shared by every model variant (importing this registers them)."""
 
-from stlm.models.components import (attention, early_exit, embedders, heads, mlp,  # noqa: F401
-                                    multi_token, norms, sllama)
+from stlm.models.components import (attention, byte_decoder, byte_embedder,  # noqa: F401
+                                    early_exit, embedders, heads, mlp, multi_token, norms, sllama)
