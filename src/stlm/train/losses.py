@@ -32,12 +32,16 @@ def register_loss(name: str):
     return deco
 
 
-def build_loss_module(model: nn.Module, cfg: RunConfig, device: torch.device, tokenizer) -> nn.Module:
-    return LOSSES[cfg.train.loss](model, cfg, device, tokenizer)
+def build_loss_module(model: nn.Module, cfg: RunConfig, device: torch.device, tokenizer,
+                      load_run: Callable | None = None) -> nn.Module:
+    """The training step's loss module. `load_run` (stlm.runs.load_run, passed in by the trainer so
+    that this module does not import the run-directory code, which imports config validation,
+    which imports this registry) loads other runs, e.g. a distillation teacher."""
+    return LOSSES[cfg.train.loss](model, cfg, device, tokenizer, load_run=load_run)
 
 
 @register_loss("lm")
-def build_lm_loss(model: nn.Module, cfg: RunConfig, device: torch.device, tokenizer) -> nn.Module:
+def build_lm_loss(model: nn.Module, cfg: RunConfig, device: torch.device, tokenizer, **_) -> nn.Module:
     from stlm.train.setup import LossModule
 
     return LossModule(model)
@@ -73,10 +77,8 @@ class DistillationLoss(nn.Module):
         return loss, out.lm_loss.detach(), aux
 
 
-def load_teacher(path: str, device: torch.device, tokenizer, vocab_size: int) -> nn.Module:
+def load_teacher(path: str, device: torch.device, tokenizer, vocab_size: int, load_run: Callable) -> nn.Module:
     """The teacher run's last checkpoint, frozen; its tokenizer must be the student's."""
-    from stlm.runs import load_run
-
     try:
         run = load_run(path, which="last", device=device)
     except (FileNotFoundError, OSError) as exc:
@@ -94,9 +96,12 @@ def load_teacher(path: str, device: torch.device, tokenizer, vocab_size: int) ->
 
 
 @register_loss("distill")
-def build_distillation_loss(model: nn.Module, cfg: RunConfig, device: torch.device, tokenizer) -> nn.Module:
+def build_distillation_loss(model: nn.Module, cfg: RunConfig, device: torch.device, tokenizer,
+                            load_run: Callable | None = None) -> nn.Module:
     d = cfg.train.distill
     if not d.teacher:
         raise UserError("train.loss=distill needs a teacher: set train.distill.teacher=runs/NAME")
-    teacher = load_teacher(d.teacher, device, tokenizer, model.vocab_size)
+    if load_run is None:
+        raise ValueError("build_distillation_loss needs load_run (stlm.runs.load_run) to load the teacher")
+    teacher = load_teacher(d.teacher, device, tokenizer, model.vocab_size, load_run)
     return DistillationLoss(model, teacher, d.weight, d.temperature, d.direction)

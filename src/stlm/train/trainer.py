@@ -23,7 +23,7 @@ from stlm.config.schema import RunConfig, trained_context
 from stlm.errors import UserError
 from stlm.eval.bpb import bits_per_byte
 from stlm.models import build_model, set_dropout
-from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR
+from stlm.runs import CHECKPOINTS_DIR, METRICS_FILE, TOKENIZER_DIR, load_run
 from stlm.train import checkpoint as ckpt
 from stlm.train.babylm import BabyLMCheckpoints
 from stlm.train.budget import continue_plan, plan_budget
@@ -80,7 +80,7 @@ class Trainer:
                                      lambda: training_flops_per_token(self.model, self.context))
         self.step_module = wrap_for_training(
             self.model, t, self.rt, compiled=compile_now,
-            loss_module=build_loss_module(self.model, cfg, self.rt.device, data.tokenizer))
+            loss_module=build_loss_module(self.model, cfg, self.rt.device, data.tokenizer, load_run=load_run))
         self.batches = DeviceBatches(TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed,
                                                   mode=cfg.data.sampling, rank=self.rt.rank,
                                                   world_size=self.rt.world_size), self.rt.device)
