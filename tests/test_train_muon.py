@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from stlm.train.muon import Muon, newton_schulz
+from stlm.train.optim.muon import Muon, newton_schulz
 
 A, B, C = 3.4445, -4.7750, 2.0315  # the quintic's coefficients (Jordan et al., 2024)
 

@@ -201,7 +201,7 @@ class DropoutScheduleConfig:
 
 @dataclass
 class MuonConfig:
-    """train.optimizer=muon: Muon for the core's matrices (stlm.train.muon), AdamW at train.lr for
+    """train.optimizer=muon: Muon for the core's matrices (stlm.train.optim.muon), AdamW at train.lr for
     the rest. The Muon rate follows the same schedule shape, scaled by lr / train.lr."""
 
     lr: float = 0.02  # peak rate of the core's 2-D matrices

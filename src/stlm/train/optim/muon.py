@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from stlm.config.schema import TrainConfig
-from stlm.train.optim import OptimizerSet, adamw, decay_groups, register_optimizer
+from stlm.train.optim.base import OptimizerSet, adamw, decay_groups, register_optimizer
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 

@@ -119,6 +119,3 @@ def build_adamw(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Opt
     """AdamW (Loshchilov & Hutter, 2017, arXiv 1711.05101) for every parameter."""
     return OptimizerSet([adamw(decay_groups(model.named_parameters(), cfg.weight_decay), cfg, device)],
                         model)
-
-
-from stlm.train import muon  # noqa: E402,F401  (registers "muon"; it builds on the helpers above)
