@@ -35,7 +35,3 @@ class Batch:
         if self.loss_mask is not None:
             out["loss_mask"] = self.loss_mask
         return out
-
-    @property
-    def n_tokens(self) -> int:
-        return self.ids.numel()

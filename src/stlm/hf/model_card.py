@@ -39,7 +39,7 @@ def _data(cfg, tokenizer) -> list[str]:
 def model_card(loaded: LoadedRun, meta: dict[str, Any], repo_name: str) -> str:
     """Markdown of the card for the checkpoint `loaded` (its metadata `meta`)."""
     cfg, run_dir = loaded.cfg, loaded.run_dir
-    params = count_parameters(loaded.model)
+    params = count_parameters(loaded.model, flops=False)
     summary = json.loads((run_dir / SUMMARY_FILE).read_text()) if (run_dir / SUMMARY_FILE).is_file() else {}
     imported = json.loads((run_dir / "import.json").read_text()) if (run_dir / "import.json").is_file() else None
     lines = ["---", "library_name: transformers", "pipeline_tag: text-generation",

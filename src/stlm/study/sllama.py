@@ -169,7 +169,7 @@ def paper_parameters(name: str) -> int:
     from stlm.models import build_model
     from stlm.models.params import count_parameters
 
-    return count_parameters(build_model(compose_config([f"model={name}"]).model)).total
+    return count_parameters(build_model(compose_config([f"model={name}"]).model), flops=False).total
 
 
 def _train_and_evaluate(name: str, plan: Plan, s: StudySettings, seed: int,

@@ -21,20 +21,14 @@ from __future__ import annotations
 from typing import Callable
 
 from stlm.config.schema import DropoutScheduleConfig
+from stlm.registry import registrar
 
 # A shape maps (progress in [0, 1], the schedule's config) to a fraction of the peak rate.
 DropoutShape = Callable[[float, DropoutScheduleConfig], float]
 DROPOUT_SCHEDULES: dict[str, DropoutShape] = {}
 
 
-def dropout_schedule(name: str) -> Callable[[DropoutShape], DropoutShape]:
-    """Register a shape under `train.dropout_schedule.shape=name`."""
-
-    def deco(fn: DropoutShape) -> DropoutShape:
-        DROPOUT_SCHEDULES[name] = fn
-        return fn
-
-    return deco
+dropout_schedule = registrar(DROPOUT_SCHEDULES)  # a shape under `train.dropout_schedule.shape=name`
 
 
 def _ramp(p: float, c: DropoutScheduleConfig) -> float:

@@ -19,17 +19,13 @@ from torch import nn
 from stlm.batch import IGNORE_INDEX
 from stlm.config.schema import RunConfig
 from stlm.errors import UserError
+from stlm.registry import registrar
 from stlm.train.distill import distillation_kl
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_loss(name: str):
-    def deco(fn):
-        LOSSES[name] = fn
-        return fn
-
-    return deco
+register_loss = registrar(LOSSES)
 
 
 def build_loss_module(model: nn.Module, cfg: RunConfig, device: torch.device, tokenizer,

@@ -21,7 +21,7 @@ def final_report(trainer, total_seconds: float) -> tuple[dict[str, Any], PairRes
     all of this one), so it is never below `train_seconds`. `planned_steps` and `cut_short` say
     whether the minutes cap ended a step budget early."""
     cfg, model, tokenizer = trainer.cfg, trainer.model, trainer.data.tokenizer
-    params = count_parameters(model)
+    params = count_parameters(model, flops=False)
     val = trainer.validate(cfg.eval.final_val_batches)
     pairs = None
     if cfg.data.name == "grammar" and cfg.eval.minimal_pairs:

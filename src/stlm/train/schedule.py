@@ -21,6 +21,7 @@ import math
 from typing import Callable
 
 from stlm.config.schema import TrainConfig
+from stlm.registry import registrar
 
 # A shape maps (post-warmup progress in [0, 1], 0-based step, config) to the rate.
 Shape = Callable[[float, int, TrainConfig], float]
@@ -33,14 +34,7 @@ COOLDOWN_SHAPES: dict[str, Callable[[float], float]] = {
 }
 
 
-def lr_schedule(name: str) -> Callable[[Shape], Shape]:
-    """Register a post-warmup shape under `train.schedule=name`."""
-
-    def deco(fn: Shape) -> Shape:
-        LR_SCHEDULES[name] = fn
-        return fn
-
-    return deco
+lr_schedule = registrar(LR_SCHEDULES)  # a post-warmup shape under `train.schedule=name`
 
 
 def _between(cfg: TrainConfig, remaining: float) -> float:

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from stlm.config.schema import RunConfig
 from stlm.errors import UserError
+from stlm.registry import registrar
 
 RUN_INFO_FILE = "run_info.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -46,11 +47,7 @@ class TrackerWarning(UserWarning):
 TRACKERS: dict[str, Callable[..., Any]] = {}
 
 
-def register_tracker(name: str):
-    def add(cls):
-        TRACKERS[name] = cls
-        return cls
-    return add
+register_tracker = registrar(TRACKERS)
 
 
 # -- what a run records about itself ----------------------------------------------------------------

@@ -155,7 +155,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step = step
         self.state.tokens += self.budget.tokens_per_step
-        out = {"loss": float(rt.mean(lm_loss)), "lr": lr, "grad_norm": grad_norm}
+        # without auxiliary terms the objective is the next-token loss: no second reduction
+        out = {"loss": float(rt.mean(lm_loss)) if aux else objective_value, "lr": lr, "grad_norm": grad_norm}
         if aux:
             out["objective"] = objective_value
             out.update({f"aux.{name}": float(rt.mean(value)) for name, value in aux.items()})

@@ -18,16 +18,12 @@ from torch import nn
 
 from stlm.config.schema import TrainConfig
 from stlm.errors import UserError
+from stlm.registry import registrar
 
 OPTIMIZERS: dict[str, Callable[[nn.Module, TrainConfig, torch.device], "OptimizerSet"]] = {}
 
 
-def register_optimizer(name: str):
-    def deco(fn):
-        OPTIMIZERS[name] = fn
-        return fn
-
-    return deco
+register_optimizer = registrar(OPTIMIZERS)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> "OptimizerSet":
