@@ -22,7 +22,7 @@ COMMANDS = {
     "report": "Compare evaluated runs side by side (table and plots).",
     "study": "Run a predefined multi-model study (e.g. `stlm study sllama`).",
     "export": "Write a run as a Hugging Face transformers model folder.",
-    "import": "Turn a transformers LlamaForCausalLM folder into an stlm run directory.",
+    "import": "Turn a transformers LlamaForCausalLM folder or a Llama GGUF file into an stlm run directory.",
     "compress": "Prune, drop layers, quantise or factorise a trained run into a new run.",
 }
 MODULES = {"import": "import_hf"}  # a command whose module name differs (`import` is a keyword)

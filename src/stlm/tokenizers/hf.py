@@ -52,19 +52,22 @@ class HFTokenizer(Tokenizer):
         self._token_table = table
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> HFTokenizer:
-        """The tokenizer of a transformers model folder (needs `transformers`)."""
+    def from_pretrained(cls, folder: str | Path, gguf_file: str | None = None) -> HFTokenizer:
+        """The tokenizer of a transformers model folder, or the one a GGUF file in it describes
+        (`gguf_file`, rebuilt by transformers from the file's metadata); needs `transformers`."""
         from transformers import AutoTokenizer
 
+        source = str(Path(folder) / gguf_file) if gguf_file else str(folder)
+        needs = "tokenizer metadata transformers can convert" if gguf_file else \
+            "tokenizer.json (or files transformers converts to it)"
         try:
-            fast = AutoTokenizer.from_pretrained(str(folder))
+            fast = AutoTokenizer.from_pretrained(str(folder), **({"gguf_file": gguf_file} if gguf_file else {}))
         except Exception as e:  # noqa: BLE001  (transformers raises many kinds)
-            raise UserError(f"cannot load the tokenizer of {folder} ({type(e).__name__}: {e}); the folder "
-                            f"needs tokenizer.json (or files transformers converts to it)") from e
+            raise UserError(f"cannot load the tokenizer of {source} ({type(e).__name__}: {e}); it needs {needs}") from e
         if not getattr(fast, "is_fast", False):
-            raise UserError(f"the tokenizer of {folder} has no fast (tokenizer.json) form")
+            raise UserError(f"the tokenizer of {source} has no fast (tokenizer.json) form")
         rust = RustTokenizer.from_str(fast.backend_tokenizer.to_str())
-        return cls(rust, fast.eos_token_id, fast.bos_token_id, source=str(folder))
+        return cls(rust, fast.eos_token_id, fast.bos_token_id, source=source)
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> HFTokenizer:
