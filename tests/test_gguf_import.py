@@ -194,9 +194,15 @@ def test_gguf_import_errors_are_one_line(imports, tmp_path, monkeypatch):
     data = path.read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) - 4096])
     refused("cut.gguf is not a valid GGUF file", tmp_path / "cut.gguf")
-    other = gguf.GGUFWriter(tmp_path / "qwen.gguf", "qwen2")
-    other.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
-    other.write_header_to_file(), other.write_kv_data_to_file(), other.write_tensors_to_file(), other.close()
+    for name, arch, tensor in (("qwen", "qwen2", "token_embd"), ("yarn", "llama", "token_embd"),
+                               ("llama31", "llama", "rope_freqs")):
+        other = gguf.GGUFWriter(tmp_path / f"{name}.gguf", arch)
+        if name == "yarn":
+            other.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        other.add_tensor(f"{tensor}.weight", np.zeros((4, 8), dtype=np.float32))
+        other.write_header_to_file(), other.write_kv_data_to_file(), other.write_tensors_to_file(), other.close()
     refused("holds a 'qwen2' model; stlm imports Llama GGUF files", tmp_path / "qwen.gguf")
+    refused(r"scales RoPE \(yarn\)", tmp_path / "yarn.gguf")
+    refused(r"scales RoPE \(rope_freqs\)", tmp_path / "llama31.gguf")
     monkeypatch.setitem(sys.modules, "gguf", None)  # as if the package were not installed
     refused("needs the gguf package: pip install gguf", path)

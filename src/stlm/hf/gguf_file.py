@@ -29,6 +29,7 @@ class GGUFSource:
     name: str
     architecture: str
     tensor_types: dict[str, int]  # ggml type -> number of tensors stored in it, e.g. {"Q8_0": 14, "F32": 5}
+    rope_scaling: str | None  # how the file scales RoPE, if it does: a scaling type, or rope_freqs (Llama 3.1)
 
     @property
     def path(self) -> Path:
@@ -74,10 +75,20 @@ def read_gguf(folder: Path, name: str) -> GGUFSource:
     path = folder / name
     try:
         reader = GGUFReader(path)
-        field = reader.fields["general.architecture"]
-        architecture = bytes(field.parts[field.data[0]]).decode("utf-8")
+        architecture = _string(reader, "general.architecture")
+        scaling = _string(reader, f"{architecture}.rope.scaling.type", default="none")
         types = Counter(t.tensor_type.name for t in reader.tensors)
+        names = {t.name for t in reader.tensors}
     except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError, struct.error) as e:
         raise UserError(f"{path} is not a valid GGUF file ({type(e).__name__}: {e}); it may be truncated "
                         f"or corrupt: download it again") from e
-    return GGUFSource(folder, name, architecture, dict(types))
+    # llama.cpp writes Llama 3.1's frequency rescaling as a `rope_freqs` tensor
+    rope_scaling = "rope_freqs" if "rope_freqs.weight" in names else None if scaling == "none" else scaling
+    return GGUFSource(folder, name, architecture, dict(types), rope_scaling)
+
+
+def _string(reader, key: str, default: str | None = None) -> str:
+    if key not in reader.fields and default is not None:
+        return default
+    field = reader.fields[key]
+    return bytes(field.parts[field.data[0]]).decode("utf-8")

@@ -48,6 +48,9 @@ def import_llama(source: str | Path, out_dir: str | Path, gguf_file: str | None 
     if gguf is not None and gguf.architecture != "llama":
         raise UserError(f"{gguf.path} holds a '{gguf.architecture}' model; stlm imports Llama GGUF files "
                         f"(general.architecture = llama) only")
+    if gguf is not None and gguf.rope_scaling is not None:  # transformers' GGUF loader would drop it
+        raise UserError(f"{gguf.path} scales RoPE ({gguf.rope_scaling}), which stlm's Llama does not "
+                        f"implement; import a Llama without RoPE scaling")
     folder = Path(source) if gguf is None else gguf.folder
     name = folder.name if gguf is None else Path(gguf.name).stem
     load = {} if gguf is None else {"gguf_file": gguf.name}
