@@ -36,6 +36,21 @@ class GGUFSource:
         return self.folder / self.name
 
 
+def llama_gguf(source: str | Path, gguf_file: str | None = None) -> GGUFSource | None:
+    """The Llama GGUF file `source` names (see `find_gguf`), checked; None for a transformers folder."""
+    found = find_gguf(source, gguf_file)
+    if found is None:
+        return None
+    gguf = read_gguf(*found)
+    if gguf.architecture != "llama":
+        raise UserError(f"{gguf.path} holds a '{gguf.architecture}' model; stlm imports Llama GGUF files "
+                        f"(general.architecture = llama) only")
+    if gguf.rope_scaling is not None:  # transformers' GGUF loader would drop it for Llama
+        raise UserError(f"{gguf.path} scales RoPE ({gguf.rope_scaling}), which stlm's Llama does not "
+                        f"implement; import a Llama without RoPE scaling")
+    return gguf
+
+
 def find_gguf(source: str | Path, gguf_file: str | None = None) -> tuple[Path, str] | None:
     """(folder, file name) of the GGUF that `source` names: the file itself, `gguf_file` inside the
     folder `source`, or the one .gguf file of a folder without config.json. None for a transformers

@@ -20,7 +20,7 @@ import torch
 from stlm.config.loader import compose_config
 from stlm.config.schema import RunConfig, TokenizerConfig
 from stlm.errors import UserError
-from stlm.hf.gguf_file import find_gguf, read_gguf
+from stlm.hf.gguf_file import llama_gguf
 from stlm.hf.llama import model_config_from_llama, stlm_name
 from stlm.runs import CHECKPOINTS_DIR, TOKENIZER_DIR, write_config
 
@@ -43,14 +43,7 @@ def import_llama(source: str | Path, out_dir: str | Path, gguf_file: str | None 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new run folder")
-    found = find_gguf(source, gguf_file)
-    gguf = None if found is None else read_gguf(*found)
-    if gguf is not None and gguf.architecture != "llama":
-        raise UserError(f"{gguf.path} holds a '{gguf.architecture}' model; stlm imports Llama GGUF files "
-                        f"(general.architecture = llama) only")
-    if gguf is not None and gguf.rope_scaling is not None:  # transformers' GGUF loader would drop it
-        raise UserError(f"{gguf.path} scales RoPE ({gguf.rope_scaling}), which stlm's Llama does not "
-                        f"implement; import a Llama without RoPE scaling")
+    gguf = llama_gguf(source, gguf_file)
     folder = Path(source) if gguf is None else gguf.folder
     name = folder.name if gguf is None else Path(gguf.name).stem
     load = {} if gguf is None else {"gguf_file": gguf.name}
