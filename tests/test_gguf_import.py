@@ -16,6 +16,7 @@ import torch
 
 from stlm.cli import main
 from stlm.errors import UserError
+from stlm.hf.gguf_file import find_gguf
 from stlm.hf.import_llama import import_llama
 from stlm.runs import load_run
 
@@ -128,7 +129,8 @@ def imports(tmp_path_factory):
         path = root / qtype / f"tiny-{qtype}.gguf"
         path.parent.mkdir()
         write_llama_gguf(path, hf, vocabulary, qtype)
-        assert main(["import", str(path), str(root / "runs" / qtype)]) == 0
+        source = path if qtype == "F32" else path.parent  # the file, or the folder holding it
+        assert main(["import", str(source), str(root / "runs" / qtype)]) == 0
         done[qtype] = path, hf, root / "runs" / qtype
     return done
 
@@ -189,6 +191,7 @@ def test_gguf_import_errors_are_one_line(imports, tmp_path, monkeypatch):
     for name in ("a.gguf", "b.gguf"):
         (two / name).write_bytes(path.read_bytes())
     refused("holds 2 .gguf files .*--gguf-file NAME", two)
+    assert find_gguf(two, "b.gguf") == (two, "b.gguf")
     (tmp_path / "bad.gguf").write_bytes(b"this is not a gguf file" * 10)
     refused("bad.gguf is not a valid GGUF file", tmp_path / "bad.gguf")
     data = path.read_bytes()
