@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from stlm.config.loader import ConfigError, compose_config
-from stlm.config.schema import DropoutScheduleConfig, ModelConfig
+from stlm.config.schema import ProgressScheduleConfig, ModelConfig
 from stlm.models import build_model, dropout_rates, set_dropout
-from stlm.train.dropout import dropout_at
+from stlm.train.dropout import scheduled
 
 PEAK = 0.4
 
@@ -23,11 +23,12 @@ PEAK = 0.4
     ("linear_down", 0.2, 0.6, {0.0: PEAK, 0.2: PEAK, 0.5: PEAK / 4, 0.6: 0.0, 0.99: 0.0}),
     ("triangular", 0.2, 0.6, {0.0: 0.0, 0.2: 0.0, 0.3: PEAK / 2, 0.4: PEAK, 0.5: PEAK / 2, 0.6: 0.0,
                               0.99: 0.0}),
+    ("cosine_down", 0.2, 0.6, {0.0: PEAK, 0.2: PEAK, 0.4: PEAK / 2, 0.6: 0.0, 0.99: 0.0}),
 ])
 def test_dropout_schedule_boundaries(shape, start, end, expected):
-    cfg = DropoutScheduleConfig(shape=shape, start=start, end=end)
+    cfg = ProgressScheduleConfig(shape=shape, start=start, end=end)
     for progress, want in expected.items():
-        assert dropout_at(progress, PEAK, cfg) == pytest.approx(want, abs=1e-12), progress
+        assert scheduled(progress, PEAK, cfg) == pytest.approx(want, abs=1e-12), progress
 
 
 def tiny_model(dropout: float):
@@ -74,7 +75,7 @@ def test_a_model_built_with_zero_dropout_is_deterministic_in_train_mode():
 
 @pytest.mark.parametrize("override, message", [
     ("train.dropout_schedule.shape=cyclic", "bad value 'cyclic' for 'train.dropout_schedule.shape'; valid "
-     "choices: constant, early, late, linear_down, linear_up, triangular"),
+     "choices: constant, cosine_down, early, late, linear_down, linear_up, triangular"),
     ("train.dropout_schedule.end=1.5", "need 0 <= train.dropout_schedule.start <= "
      "train.dropout_schedule.end <= 1, got start=0.0, end=1.5"),
     ("model.dropout=1.0", "model.dropout must be in [0, 1), got 1.0"),

@@ -1,4 +1,4 @@
-"""Atomic file writes: readers see the old file or the whole new one, never half of one.
+"""Atomic file (and folder) writes: readers see the old file or the whole new one, never half of one.
 
 The data goes to a temporary name beside the target (`.tmp-<name>.<pid>`, so leftovers match the
 `.tmp-*` pattern that cleaners look for), is fsynced, renamed over the target, and the folder is
@@ -8,6 +8,7 @@ fsynced so the rename itself survives a crash.
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -33,6 +34,26 @@ def atomic_output(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success it is renamed to `path` (which must not exist),
+    on error it is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            fsync_path(f)
+        fsync_path(tmp)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_path(path.parent)
 

@@ -38,11 +38,11 @@ from stlm.config.loader import config_from_dict, incomplete_keys, to_yaml
 from stlm.config.schema import RunConfig, trained_context
 from stlm.errors import ConfigError, UserError
 from stlm.fileio import write_atomic
+from stlm.train.checkpoint import CHECKPOINTS_DIR
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_DIR = "tokenizer"
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINTS_DIR = "checkpoints"
 SUMMARY_FILE = "summary.json"
 LOSS_PLOT = "loss.png"
 LOCK_FILE = ".lock"

@@ -149,7 +149,8 @@ LATER_KEYS = frozenset({"model.head", "model.mtp_tokens", "model.mtp_weight", "t
                         "train.cooldown_fraction", "train.cooldown_shape", "train.dropout_schedule",
                         "train.muon", "train.loss", "train.distill", "model.compression", "data.path",
                         "data.tokenizer.max_chunk_bytes", "model.byte_chunk_max", "model.byte_decoder_layers",
-                        "model.byte_dim", "model.byte_heads", "model.byte_layers", "model.byte_pool"})
+                        "model.byte_dim", "model.byte_heads", "model.byte_layers", "model.byte_pool",
+                        "train.distill.schedule", "train.distill.top_k", "train.distill.cache"})
 
 
 def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:
@@ -189,11 +190,10 @@ def _validate_training_knobs(run: RunConfig) -> None:
     _check_choice("train.cooldown_shape", t.cooldown_shape, sorted(COOLDOWN_SHAPES))
     if not 0.0 < t.cooldown_fraction <= 1.0:
         raise ConfigError(f"train.cooldown_fraction must be in (0, 1], got {t.cooldown_fraction}")
-    ds = t.dropout_schedule
-    _check_choice("train.dropout_schedule.shape", ds.shape, sorted(DROPOUT_SCHEDULES))
-    if not 0.0 <= ds.start <= ds.end <= 1.0:
-        raise ConfigError(f"need 0 <= train.dropout_schedule.start <= train.dropout_schedule.end <= 1, "
-                          f"got start={ds.start}, end={ds.end}")
+    for name, ds in (("train.dropout_schedule", t.dropout_schedule), ("train.distill.schedule", t.distill.schedule)):
+        _check_choice(f"{name}.shape", ds.shape, sorted(DROPOUT_SCHEDULES))
+        if not 0.0 <= ds.start <= ds.end <= 1.0:
+            raise ConfigError(f"need 0 <= {name}.start <= {name}.end <= 1, got start={ds.start}, end={ds.end}")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
     if m.logit_softcap is not None and not m.logit_softcap > 0:
@@ -204,6 +204,9 @@ def _validate_training_knobs(run: RunConfig) -> None:
     if not (0.0 <= d.weight <= 1.0 and d.temperature > 0):
         raise ConfigError(f"need 0 <= train.distill.weight <= 1 and train.distill.temperature > 0, got "
                           f"weight={d.weight}, temperature={d.temperature}")
+    if d.cache and d.top_k is None:
+        raise ConfigError("train.distill.cache stores the teacher's top-k log-probs: set train.distill.top_k "
+                          "too (e.g. train.distill.top_k=32)")
     mu = t.muon
     if not (mu.lr > 0 and 0.0 <= mu.momentum < 1.0 and mu.ns_steps >= 1 and mu.weight_decay >= 0):
         raise ConfigError(f"need train.muon.lr > 0, 0 <= train.muon.momentum < 1, train.muon.ns_steps >= 1 "

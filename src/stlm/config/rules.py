@@ -77,6 +77,7 @@ RULES: dict[str, tuple[Test, str]] = {
     "train.checkpoint_every": _at_least(1),
     "train.keep_last": _at_least(1),
     "train.diverge_factor": _above(1),
+    "train.distill.top_k": _at_least(1),
     "eval.pairs_per_paradigm": _at_least(1),
     "eval.batch_size": _at_least(1),
     "eval.final_val_batches": _at_least(1),

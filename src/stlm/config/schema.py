@@ -190,11 +190,12 @@ class DataConfig:
 
 
 @dataclass
-class DropoutScheduleConfig:
-    """How every dropout rate of the model follows training progress (stlm.train.dropout); the
-    peak rate is `model.dropout`, `start`/`end` are fractions of the training budget."""
+class ProgressScheduleConfig:
+    """How a value follows training progress (stlm.train.dropout): every dropout rate of the model
+    (peak `model.dropout`) or the distillation weight (peak `train.distill.weight`); `start`/`end`
+    are fractions of the training budget."""
 
-    shape: str = "constant"  # constant | early | late | linear_up | linear_down | triangular
+    shape: str = "constant"  # constant | early | late | linear_up | linear_down | triangular | cosine_down
     start: float = 0.0  # late: switch-on point; ramps and triangular: where they begin
     end: float = 1.0  # early: switch-off point; ramps and triangular: where they end
 
@@ -213,12 +214,18 @@ class MuonConfig:
 
 @dataclass
 class DistillConfig:
-    """train.loss=distill: match a teacher stlm run's next-token distribution (stlm.train.distill)."""
+    """train.loss=distill: match a teacher's next-token distribution (stlm.train.distill): an stlm
+    run or a local transformers causal-LM folder with the same tokenizer (stlm.train.teacher)."""
 
-    teacher: Optional[str] = None  # run directory of the teacher (same tokenizer); its last checkpoint
-    weight: float = 0.5  # loss = (1 - weight) * label loss + weight * T^2 KL
+    teacher: Optional[str] = None  # stlm run directory (its last checkpoint) or a transformers folder
+    weight: float = 0.5  # loss = (1 - w) * label loss + w * T^2 KL; w = weight shaped by `schedule`
+    schedule: ProgressScheduleConfig = field(default_factory=ProgressScheduleConfig)
     temperature: float = 2.0
     direction: str = "forward"  # forward: KL(teacher || student) | reverse: KL(student || teacher)
+    top_k: Optional[int] = None  # None: the full vocabulary; K: the teacher's top K ids (renormalised)
+    # A folder of the teacher's top-k log-probs for the windows this run trains on (needs top_k),
+    # built on first use and reused by later runs on the same data (stlm.train.distill_cache)
+    cache: Optional[str] = None
 
 
 @dataclass
@@ -244,7 +251,7 @@ class TrainConfig:
     warmup_steps: int = 50
     cooldown_fraction: float = 0.2  # wsd: share of the post-warmup steps spent cooling down
     cooldown_shape: str = "linear"  # wsd: linear | cosine | 1-sqrt
-    dropout_schedule: DropoutScheduleConfig = field(default_factory=DropoutScheduleConfig)
+    dropout_schedule: ProgressScheduleConfig = field(default_factory=ProgressScheduleConfig)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95

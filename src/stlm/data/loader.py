@@ -54,16 +54,19 @@ class TokenBatches:
             self.n_windows = whole // world_size * world_size
             _check_size(self.tokens, split, self.n_windows, context, world_size)
 
+    def starts(self, step: int, rank: int | None = None) -> np.ndarray:
+        """Token offsets of the windows of step `step` for `rank` (default: this one's)."""
+        b, t = self.batch_size, self.context
+        rank = self.rank if rank is None else rank
+        if self.mode == "random":
+            rng = np.random.default_rng([self.seed, step, rank])
+            return rng.integers(0, len(self.tokens) - t, size=b)
+        first = step * b * self.world_size + rank
+        return (first + np.arange(b) * self.world_size) % self.n_windows * t
+
     def batch(self, step: int) -> Batch:
         """The batch of training step `step`: ids and targets of shape (batch_size, context)."""
-        b, t = self.batch_size, self.context
-        if self.mode == "random":
-            rng = np.random.default_rng([self.seed, step, self.rank])
-            starts = rng.integers(0, len(self.tokens) - t, size=b)
-        else:
-            first = step * b * self.world_size + self.rank
-            starts = (first + np.arange(b) * self.world_size) % self.n_windows * t
-        return _windows(self.tokens, starts.tolist(), t)
+        return _windows(self.tokens, self.starts(step).tolist(), self.context)
 
 
 def eval_batches(data: PreparedData, split: str, batch_size: int, context: int,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from stlm.config.schema import TrainConfig
 from stlm.errors import UserError
-from stlm.train.dropout import dropout_at
+from stlm.train.dropout import scheduled
 from stlm.train.schedule import lr_at, lr_at_time
 
 
@@ -54,7 +54,7 @@ class Budget:
 
     def dropout(self, step: int, elapsed_s: float, peak: float) -> float:
         """Dropout rate of step `step` under `train.dropout_schedule`, for the peak `model.dropout`."""
-        return dropout_at(self.progress(step, elapsed_s), peak, self.cfg.dropout_schedule)
+        return scheduled(self.progress(step, elapsed_s), peak, self.cfg.dropout_schedule)
 
     def done(self, steps_done: int, elapsed_s: float) -> bool:
         if self.total_steps is not None and steps_done >= self.total_steps:

@@ -35,6 +35,7 @@ from stlm.errors import UserError
 from stlm.fileio import fsync_path as _fsync, write_atomic
 from stlm.train.optim import OptimizerSet
 
+CHECKPOINTS_DIR = "checkpoints"  # in a run directory: one step-N folder per checkpoint
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer.safetensors"
 META_FILE = "trainer.json"

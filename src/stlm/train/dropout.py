@@ -1,4 +1,6 @@
-"""Dropout schedules: the rate of every dropout in the model as a function of training progress.
+"""Progress schedules: a value that follows training progress, shaped by a registered shape. They
+set the rate of every dropout in the model (`train.dropout_schedule`, below) and the distillation
+weight (`train.distill.schedule`, peak `train.distill.weight`; stlm.train.losses).
 
 The peak rate is `model.dropout`; `train.dropout_schedule` shapes it over the run, with `start`
 and `end` given as fractions of the training budget (step / total steps, or the elapsed
@@ -12,6 +14,8 @@ fraction of a minutes-only budget):
   `end`, flat outside it (the STLM repository's "linear" scheduler).
 - `triangular`: 0 at `start`, the peak halfway, 0 again at `end`, 0 outside (the STLM
   repository's "triangle").
+- `cosine_down`: the peak until `start`, half a cosine down to 0 at `end`, 0 after (the
+  learning-rate schedule's cosine shape, stlm.train.schedule).
 
 The rate is a pure function of progress, so a resumed run follows the same curve.
 """
@@ -20,18 +24,19 @@ from __future__ import annotations
 
 from typing import Callable
 
-from stlm.config.schema import DropoutScheduleConfig
+from stlm.config.schema import ProgressScheduleConfig
 from stlm.registry import registrar
+from stlm.train.schedule import COOLDOWN_SHAPES
 
 # A shape maps (progress in [0, 1], the schedule's config) to a fraction of the peak rate.
-DropoutShape = Callable[[float, DropoutScheduleConfig], float]
+DropoutShape = Callable[[float, ProgressScheduleConfig], float]
 DROPOUT_SCHEDULES: dict[str, DropoutShape] = {}
 
 
 dropout_schedule = registrar(DROPOUT_SCHEDULES)  # a shape under `train.dropout_schedule.shape=name`
 
 
-def _ramp(p: float, c: DropoutScheduleConfig) -> float:
+def _ramp(p: float, c: ProgressScheduleConfig) -> float:
     """0 before `start`, 1 after `end`, linear in between."""
     if p <= c.start:
         return 0.0
@@ -41,37 +46,43 @@ def _ramp(p: float, c: DropoutScheduleConfig) -> float:
 
 
 @dropout_schedule("constant")
-def _constant(p: float, c: DropoutScheduleConfig) -> float:
+def _constant(p: float, c: ProgressScheduleConfig) -> float:
     return 1.0
 
 
 @dropout_schedule("early")
-def _early(p: float, c: DropoutScheduleConfig) -> float:
+def _early(p: float, c: ProgressScheduleConfig) -> float:
     return 1.0 if p < c.end else 0.0
 
 
 @dropout_schedule("late")
-def _late(p: float, c: DropoutScheduleConfig) -> float:
+def _late(p: float, c: ProgressScheduleConfig) -> float:
     return 1.0 if p >= c.start else 0.0
 
 
 @dropout_schedule("linear_up")
-def _linear_up(p: float, c: DropoutScheduleConfig) -> float:
+def _linear_up(p: float, c: ProgressScheduleConfig) -> float:
     return _ramp(p, c)
 
 
 @dropout_schedule("linear_down")
-def _linear_down(p: float, c: DropoutScheduleConfig) -> float:
+def _linear_down(p: float, c: ProgressScheduleConfig) -> float:
     return 1.0 - _ramp(p, c)
 
 
 @dropout_schedule("triangular")
-def _triangular(p: float, c: DropoutScheduleConfig) -> float:
+def _triangular(p: float, c: ProgressScheduleConfig) -> float:
     if p <= c.start or p >= c.end:
         return 0.0
     return 1.0 - abs(2.0 * _ramp(p, c) - 1.0)
 
 
-def dropout_at(progress: float, peak: float, cfg: DropoutScheduleConfig) -> float:
-    """The dropout rate at `progress` in [0, 1] of training, for a peak rate `peak`."""
+@dropout_schedule("cosine_down")
+def _cosine_down(p: float, c: ProgressScheduleConfig) -> float:
+    return COOLDOWN_SHAPES["cosine"](_ramp(p, c))
+
+
+def scheduled(progress: float, peak: float, cfg: ProgressScheduleConfig) -> float:
+    """The scheduled value (a dropout rate, a distillation weight) at `progress` in [0, 1] of
+    training, for the peak `peak`."""
     return peak * DROPOUT_SCHEDULES[cfg.shape](min(max(progress, 0.0), 1.0), cfg)

@@ -6,21 +6,29 @@ returns an `nn.Module` whose forward(ids, targets, **inputs) returns (training o
 next-token loss detached, named auxiliary losses detached).
 
 - `lm`: the model's own loss (next-token cross-entropy plus its heads' auxiliary losses).
-- `distill`: knowledge distillation from a teacher stlm run (`train.distill.*`, stlm.train.distill).
+- `distill`: knowledge distillation from a teacher, an stlm run or a transformers folder
+  (`train.distill.*`, stlm.train.distill, stlm.train.teacher, stlm.train.distill_cache).
+
+A loss module may also define `set_progress(progress)` (the trainer calls it before each step with
+the fraction of training done, for a scheduled term) and `batch_source(source, cfg, data,
+n_batches, rt)` (the batches it trains on, e.g. with extra targets from a cache).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
 from stlm.batch import IGNORE_INDEX
-from stlm.config.schema import RunConfig
+from stlm.config.schema import ProgressScheduleConfig, RunConfig
 from stlm.errors import UserError
 from stlm.registry import registrar
-from stlm.train.distill import distillation_kl
+from stlm.train.distill import distillation_kl, teacher_topk, topk_distillation_kl
+from stlm.train.dropout import scheduled
+from stlm.train.teacher import load_teacher
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -44,51 +52,68 @@ def build_lm_loss(model: nn.Module, cfg: RunConfig, device: torch.device, tokeni
 
 
 class DistillationLoss(nn.Module):
-    """(1 - weight) * the student's loss + weight * T^2 KL(teacher || student) (or reverse).
+    """(1 - w) * the student's loss + w * T^2 KL(teacher || student) (or reverse), with the weight
+    w = `weight` shaped over training by `schedule` (`set_progress`; constant without one).
 
     The teacher is frozen, in eval mode, and kept outside the module tree: it is not trained,
-    saved, DDP-synchronised or counted. With a teacher equal to the student the KL is 0."""
+    saved, DDP-synchronised or counted. With `top_k` the KL is taken against the teacher's top-k
+    ids (stlm.train.distill); batches may carry them precomputed (`teacher_logprobs`,
+    `teacher_ids`: a disk cache, stlm.train.distill_cache) and then the teacher does not run.
+    With a teacher equal to the student (and the full vocabulary) the KL is 0."""
 
-    def __init__(self, model: nn.Module, teacher: nn.Module, weight: float, temperature: float, direction: str):
+    def __init__(self, model: nn.Module, teacher: nn.Module | None, weight: float, temperature: float,
+                 direction: str, top_k: int | None = None, schedule: ProgressScheduleConfig | None = None):
         super().__init__()
         self.model = model
         self._teacher = (teacher,)  # a tuple: not registered as a submodule
-        self.weight, self.temperature, self.direction = weight, temperature, direction
+        self.peak, self.schedule = weight, schedule or ProgressScheduleConfig()
+        self.temperature, self.direction, self.top_k = temperature, direction, top_k
+        # a tensor, so a changing weight neither recompiles a compiled step nor leaves the graph
+        device = next(model.parameters()).device
+        self.register_buffer("weight", torch.tensor(scheduled(0.0, weight, self.schedule), device=device),
+                             persistent=False)
 
     @property
-    def teacher(self) -> nn.Module:
+    def teacher(self) -> nn.Module | None:
         return self._teacher[0]
 
-    def forward(self, ids: torch.Tensor, targets: torch.Tensor, **inputs):
+    def set_progress(self, progress: float) -> None:
+        """Follow training progress in [0, 1] (the trainer calls this before each step)."""
+        self.weight.fill_(scheduled(progress, self.peak, self.schedule))
+
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor, teacher_logprobs: torch.Tensor | None = None,
+                teacher_ids: torch.Tensor | None = None, **inputs):
         out = self.model(ids, targets, **inputs)
-        with torch.no_grad():
-            teacher_logits = self.teacher(ids, positions=inputs.get("positions")).logits
         mask = targets != IGNORE_INDEX
         if inputs.get("loss_mask") is not None:
             mask = mask & inputs["loss_mask"]
-        kl = distillation_kl(out.logits, teacher_logits, self.temperature, self.direction, mask=mask)
+        if teacher_logprobs is None and self.teacher is None:
+            raise ValueError("no teacher to run and no teacher targets in the batch")
+        if teacher_logprobs is None:
+            extra = {"positions": inputs["positions"]} if inputs.get("positions") is not None else {}
+            with torch.no_grad():
+                teacher_logits = self.teacher(ids, **extra).logits
+            if self.top_k is not None:
+                teacher_logprobs, teacher_ids = teacher_topk(teacher_logits, self.top_k)
+        if teacher_logprobs is None:
+            kl = distillation_kl(out.logits, teacher_logits, self.temperature, self.direction, mask=mask)
+        else:
+            kl = topk_distillation_kl(out.logits, teacher_logprobs, teacher_ids, self.temperature,
+                                      self.direction, mask=mask)
         loss = (1.0 - self.weight) * out.loss + self.weight * kl
         aux = {k: v.detach() for k, v in out.aux_losses.items()}
         aux["distill_kl"] = kl.detach()
+        aux["distill_weight"] = self.weight.detach().clone()
         return loss, out.lm_loss.detach(), aux
 
+    def batch_source(self, source, cfg: RunConfig, data, n_batches: int | None, rt):
+        """The trainer's batches: with `train.distill.cache`, `source` plus the cached teacher
+        targets (the cache built first when missing); otherwise `source` itself."""
+        if not cfg.train.distill.cache:
+            return source
+        from stlm.train.distill_cache import cached_teacher_batches
 
-def load_teacher(path: str, device: torch.device, tokenizer, vocab_size: int, load_run: Callable) -> nn.Module:
-    """The teacher run's last checkpoint, frozen; its tokenizer must be the student's."""
-    try:
-        run = load_run(path, which="last", device=device)
-    except (FileNotFoundError, OSError) as exc:
-        raise UserError(f"cannot load the teacher run train.distill.teacher={path}: {exc}") from exc
-    if run.tokenizer.fingerprint() != tokenizer.fingerprint():
-        raise UserError(f"the teacher {path} was trained with another tokenizer than this run's data; "
-                        "distil from a run prepared with the same data.tokenizer settings")
-    if run.model.vocab_size != vocab_size:
-        raise UserError(f"the teacher {path} has {run.model.vocab_size} vocabulary rows, the student "
-                        f"{vocab_size}; set model.vocab_size (or pad_vocab_to) alike")
-    teacher = run.model.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+        return cached_teacher_batches(source, cfg, data, n_batches, self.teacher, rt)
 
 
 @register_loss("distill")
@@ -96,8 +121,14 @@ def build_distillation_loss(model: nn.Module, cfg: RunConfig, device: torch.devi
                             load_run: Callable | None = None) -> nn.Module:
     d = cfg.train.distill
     if not d.teacher:
-        raise UserError("train.loss=distill needs a teacher: set train.distill.teacher=runs/NAME")
+        raise UserError("train.loss=distill needs a teacher: set train.distill.teacher=runs/NAME (an stlm run) "
+                        "or a transformers model folder")
     if load_run is None:
         raise ValueError("build_distillation_loss needs load_run (stlm.runs.load_run) to load the teacher")
-    teacher = load_teacher(d.teacher, device, tokenizer, model.vocab_size, load_run)
-    return DistillationLoss(model, teacher, d.weight, d.temperature, d.direction)
+    if d.top_k is not None and d.top_k > model.vocab_size:
+        raise UserError(f"train.distill.top_k={d.top_k} exceeds the vocabulary ({model.vocab_size} ids)")
+    if d.cache and Path(d.cache).exists():  # the cache is checked against the teacher's files instead
+        teacher = None
+    else:
+        teacher = load_teacher(d.teacher, device, tokenizer, model.vocab_size, load_run)
+    return DistillationLoss(model, teacher, d.weight, d.temperature, d.direction, d.top_k, d.schedule)

@@ -78,12 +78,14 @@ class Trainer:
         planned = self.budget.total_steps * tokens_per_step if self.budget.total_steps is not None else None
         compile_now = should_compile(t, self.rt.device, planned,
                                      lambda: training_flops_per_token(self.model, self.context))
-        self.step_module = wrap_for_training(
-            self.model, t, self.rt, compiled=compile_now,
-            loss_module=build_loss_module(self.model, cfg, self.rt.device, data.tokenizer, load_run=load_run))
-        self.batches = DeviceBatches(TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed,
-                                                  mode=cfg.data.sampling, rank=self.rt.rank,
-                                                  world_size=self.rt.world_size), self.rt.device)
+        self.loss_module = build_loss_module(self.model, cfg, self.rt.device, data.tokenizer, load_run=load_run)
+        self.step_module = wrap_for_training(self.model, t, self.rt, compiled=compile_now, loss_module=self.loss_module)
+        source = TokenBatches(data, "train", t.batch_size, self.context, seed=cfg.seed, mode=cfg.data.sampling,
+                              rank=self.rt.rank, world_size=self.rt.world_size)
+        if hasattr(self.loss_module, "batch_source"):  # e.g. cached distillation targets
+            n_batches = self.budget.total_steps * t.grad_accum if self.budget.total_steps is not None else None
+            source = self.loss_module.batch_source(source, cfg, data, n_batches, self.rt)
+        self.batches = DeviceBatches(source, self.rt.device)
         self.ckpt_dir = self.run_dir / CHECKPOINTS_DIR
         self.babylm = (BabyLMCheckpoints(self.run_dir, data, t.babylm_words_per_m)
                        if t.babylm_checkpoints and self.rt.is_main else None)
@@ -215,6 +217,8 @@ class Trainer:
         try:
             while not self.budget.done(st.step, st.elapsed_s):
                 set_dropout(self.model, self.budget.dropout(st.step, st.elapsed_s, self.cfg.model.dropout))
+                if hasattr(self.loss_module, "set_progress"):  # a scheduled loss term
+                    self.loss_module.set_progress(self.budget.progress(st.step, st.elapsed_s))
                 out = self.train_step()
                 if self.babylm is not None:
                     self.babylm.after_step(self.model, st.step, st.tokens)
