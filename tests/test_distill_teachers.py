@@ -100,7 +100,7 @@ BPE = ["data.tokenizer.kind=bpe", "data.tokenizer.vocab_size=300", "data.tokeniz
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    """A 20-step BPE run (one checkpoint, so its best is its last) and its `stlm export` folder."""
+    """A 10-step BPE run (one checkpoint, so its best is its last) and its `stlm export` folder."""
     pytest.importorskip("transformers")
     from test_train_loop import tiny_overrides
 
@@ -108,21 +108,21 @@ def teacher(tmp_path_factory):
     from stlm.train import run_training
 
     root = tmp_path_factory.mktemp("distill")
-    run_training(compose_config(tiny_overrides(root, "teacher", *BPE, "train.max_steps=20")), echo=lambda s: None)
+    run_training(compose_config(tiny_overrides(root, "teacher", *BPE, "train.max_steps=10")), echo=lambda s: None)
     run = root / "runs" / "teacher"
     assert main(["export", str(run), str(root / "hf")]) == 0
     return root, run, root / "hf"
 
 
 def student(root, name, *extra):
-    """Train a 6-step student on the teacher's data; its metrics records."""
+    """Train a 4-step student on the teacher's data; its metrics records."""
     from test_train_loop import tiny_overrides
 
     from stlm.train import run_training
     from stlm.train.metrics import read_metrics
 
-    run_training(compose_config(tiny_overrides(root, name, *BPE, "train.max_steps=6", "train.loss=distill",
-                                               "train.eval_every=3", "train.checkpoint_every=3", *extra)),
+    run_training(compose_config(tiny_overrides(root, name, *BPE, "train.max_steps=4", "train.loss=distill",
+                                               "train.eval_every=2", "train.checkpoint_every=2", *extra)),
                  echo=lambda s: None)
     return read_metrics(root / "runs" / name / "metrics.jsonl")
 
@@ -161,7 +161,7 @@ def test_a_random_llama_with_the_runs_tokenizer_teaches_and_another_tokenizer_is
     save_hf_tokenizer(loaded.tokenizer, run / "tokenizer", folder)
     records = student(root, "from_llama", f"train.distill.teacher={folder}")
     kl = trajectory(records, "aux.distill_kl")
-    assert len(kl) == 6 and all(math.isfinite(v) and v > 1e-3 for v in kl)
+    assert len(kl) == 4 and all(math.isfinite(v) and v > 1e-3 for v in kl)
 
     other = tmp_path / "other"
     foreign = BPETokenizer.train(["a completely different corpus of words " * 500], 300)
@@ -190,11 +190,11 @@ def test_a_cached_teacher_run_equals_an_on_the_fly_run_and_resumes_alike(teacher
         assert trajectory(cached, key) == pytest.approx(trajectory(live, key), rel=1e-6, abs=1e-7), key
     assert trajectory(live, "aux.distill_weight")[0] == 0.0 and trajectory(live, "aux.distill_weight")[-1] == 0.5
 
-    # the same run resumed from its step-3 checkpoint reuses the cache and computes the same losses
+    # the same run resumed from its step-2 checkpoint reuses the cache and computes the same losses
     resumed = root / "runs" / "resumed"
     shutil.copytree(root / "runs" / "cached", resumed)
-    shutil.rmtree(resumed / "checkpoints" / "step-6")
-    if "step-6" in (resumed / "checkpoints" / "best").read_text():
+    shutil.rmtree(resumed / "checkpoints" / "step-4")
+    if "step-4" in (resumed / "checkpoints" / "best").read_text():
         (resumed / "checkpoints" / "best").unlink()
     stamp = (cache / "manifest.json").stat().st_mtime_ns
     run_training(resume_config(resumed, []), echo=lambda s: None)
@@ -213,10 +213,10 @@ def test_a_sequential_cache_serves_other_batch_sizes_and_bad_caches_are_refused(
     root, run, hf = teacher
     cache = root / "sequential-top4"
     common = [f"train.distill.teacher={run}", "train.distill.top_k=4", "data.sampling=sequential"]
-    student(root, "seq8", *common, f"train.distill.cache={cache}")  # builds it: 6 steps x 8 windows
-    live = student(root, "seq4_live", *common, "train.batch_size=4", "train.max_steps=12")
+    student(root, "seq8", *common, f"train.distill.cache={cache}")  # builds it: 4 steps x 8 windows
+    live = student(root, "seq4_live", *common, "train.batch_size=4", "train.max_steps=8")
     cached = student(root, "seq4_cached", *common, f"train.distill.cache={cache}", "train.batch_size=4",
-                     "train.max_steps=12")
+                     "train.max_steps=8")
     assert trajectory(cached) == pytest.approx(trajectory(live), rel=1e-6, abs=1e-7)
 
     with pytest.raises(UserError, match="built for another teacher, data or context: teacher_sha256"):
