@@ -207,13 +207,20 @@ def test_a_cached_teacher_run_equals_an_on_the_fly_run_and_resumes_alike(teacher
 
 
 @pytest.mark.slow
-def test_a_sequential_cache_serves_other_batch_sizes_and_bad_caches_are_refused(teacher, monkeypatch):
+def test_a_sequential_cache_from_the_command_serves_other_batch_sizes_and_bad_caches_are_refused(teacher, monkeypatch):
     import safetensors.torch
 
     root, run, hf = teacher
     cache = root / "sequential-top4"
     common = [f"train.distill.teacher={run}", "train.distill.top_k=4", "data.sampling=sequential"]
-    student(root, "seq8", *common, f"train.distill.cache={cache}")  # builds it: 4 steps x 8 windows
+    from test_train_loop import tiny_overrides
+
+    from stlm.cli import main
+
+    # `stlm distill-cache` with a run's overrides builds its cache without training: 4 steps x 8 windows
+    assert main(["distill-cache", *tiny_overrides(root, "seq8", *BPE, "train.max_steps=4", "train.loss=distill",
+                                                  *common, f"train.distill.cache={cache}")]) == 0
+    assert not (root / "runs" / "seq8").exists()
     live = student(root, "seq4_live", *common, "train.batch_size=4", "train.max_steps=8")
     cached = student(root, "seq4_cached", *common, f"train.distill.cache={cache}", "train.batch_size=4",
                      "train.max_steps=8")

@@ -24,8 +24,10 @@ COMMANDS = {
     "export": "Write a run as a Hugging Face transformers model folder.",
     "import": "Turn a transformers LlamaForCausalLM folder or a Llama GGUF file into an stlm run directory.",
     "compress": "Prune, drop layers, quantise or factorise a trained run into a new run.",
+    "distill-cache": "Write a distillation run's top-k teacher log-probs to disk before training.",
 }
-MODULES = {"import": "import_hf"}  # a command whose module name differs (`import` is a keyword)
+# commands whose module name differs (`import` is a keyword; module names have no hyphen)
+MODULES = {"import": "import_hf", "distill-cache": "distill_cache"}
 
 
 def _overrides_help() -> str:

@@ -182,22 +182,30 @@ class CachedTeacherBatches:
         return batch
 
 
+def build_run_cache(cfg, data, source, n_batches: int | None, teacher_model, device: torch.device,
+                    world_size: int = 1, autocast: Callable | None = None) -> Path:
+    """Build `train.distill.cache` for the run `cfg`: the windows that batches 0..n_batches-1 of
+    `world_size` ranks draw from `source` (a `stlm.data.TokenBatches`)."""
+    d, t = cfg.train.distill, cfg.train
+    path = Path(d.cache)
+    if n_batches is None:
+        raise UserError("train.distill.cache needs a step or token budget (train.max_steps or "
+                        "train.max_tokens) to know which windows to cache")
+    for stale in path.parent.glob(f".tmp-{path.name}.*"):  # an interrupted build's leftovers
+        shutil.rmtree(stale, ignore_errors=True)
+    layout = {"sampling": cfg.data.sampling, "seed": cfg.seed, "batch_size": t.batch_size,
+              "grad_accum": t.grad_accum, "world_size": world_size, "batches": n_batches}
+    return build_cache(path, teacher_model, d.teacher, data, planned_starts(source, n_batches, world_size),
+                       source.context, d.top_k, layout, device, t.batch_size, autocast=autocast,
+                       echo=lambda s: None)
+
+
 def cached_teacher_batches(source, cfg, data, n_batches: int | None, teacher_model, rt) -> CachedTeacherBatches:
     """`source` with the targets of the cache `train.distill.cache`, built first (rank 0) when the
     folder does not exist."""
-    d, t = cfg.train.distill, cfg.train
-    path = Path(d.cache)
-    if not path.exists():
-        if n_batches is None:
-            raise UserError("train.distill.cache needs a step or token budget (train.max_steps or "
-                            "train.max_tokens) to know which windows to cache")
+    d = cfg.train.distill
+    if not Path(d.cache).exists():
         if rt.is_main:
-            for stale in path.parent.glob(f".tmp-{path.name}.*"):  # an interrupted build's leftovers
-                shutil.rmtree(stale, ignore_errors=True)
-            layout = {"sampling": cfg.data.sampling, "seed": cfg.seed, "batch_size": t.batch_size,
-                      "grad_accum": t.grad_accum, "world_size": rt.world_size, "batches": n_batches}
-            build_cache(path, teacher_model, d.teacher, data, planned_starts(source, n_batches, rt.world_size),
-                        source.context, d.top_k, layout, rt.device, t.batch_size, autocast=rt.autocast,
-                        echo=lambda s: None)
+            build_run_cache(cfg, data, source, n_batches, teacher_model, rt.device, rt.world_size, rt.autocast)
         rt.barrier()
-    return CachedTeacherBatches(source, TopkCache(path, d.teacher, data, source.context, d.top_k))
+    return CachedTeacherBatches(source, TopkCache(d.cache, d.teacher, data, source.context, d.top_k))
