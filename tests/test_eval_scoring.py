@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stlm.config.schema import ModelConfig
+from stlm.config.schema import ModelConfig, MoDConfig
 from stlm.eval.requests import encode_requests, split_pair
 from stlm.eval.scoring import score_continuations
 from stlm.models import build_model
@@ -37,11 +37,14 @@ def random_requests(rng, vocab, n_items):
     return reqs + reqs[:7]
 
 
-@pytest.mark.parametrize("positions", ["rope", "learned"])
-def test_batched_scores_equal_full_forward(positions):
+@pytest.mark.parametrize("positions, capacity", [("rope", 1.0), ("learned", 1.0), ("rope", 0.5)])
+def test_batched_scores_equal_full_forward(positions, capacity):
+    """Prefix sharing (one cache under several remainders) changes no score; with mixture-of-depths
+    (capacity < 1) the rows of a cache route different tokens."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
-                                    context_length=24, positions=positions), 61).eval()
+                                    context_length=24, positions=positions,
+                                    mod=MoDConfig(capacity=capacity, every=2)), 61).eval()
     reqs = random_requests(random.Random(1), 61, 40)
     got = score_continuations(model, reqs, batch_size=5)
     assert len(got) == len(reqs)

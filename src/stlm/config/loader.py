@@ -119,6 +119,7 @@ def validate(run: RunConfig) -> None:
     _check_choice("model.positions", m.positions, s.POSITIONS)
     _check_choice("model.sharing.ffn", m.sharing.ffn, s.FFN_SHARING)
     _check_choice("model.sharing.layers", m.sharing.layers, s.LAYER_SHARING)
+    _check_choice("model.mod.router", m.mod.router, s.ROUTERS)
     from stlm.tokenizers import KINDS
 
     _check_choice("data.tokenizer.kind", run.data.tokenizer.kind, KINDS)
@@ -150,7 +151,8 @@ LATER_KEYS = frozenset({"model.head", "model.mtp_tokens", "model.mtp_weight", "t
                         "train.muon", "train.loss", "train.distill", "model.compression", "data.path",
                         "data.tokenizer.max_chunk_bytes", "model.byte_chunk_max", "model.byte_decoder_layers",
                         "model.byte_dim", "model.byte_heads", "model.byte_layers", "model.byte_pool",
-                        "train.distill.schedule", "train.distill.top_k", "train.distill.cache"})
+                        "train.distill.schedule", "train.distill.top_k", "train.distill.cache",
+                        "model.mod"})
 
 
 def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:

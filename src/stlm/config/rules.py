@@ -27,6 +27,10 @@ def _fraction() -> tuple[Test, str]:
     return (lambda v: 0 <= v < 1), "in [0, 1)"
 
 
+def _capacity() -> tuple[Test, str]:
+    return (lambda v: 0 < v <= 1), "in (0, 1]"
+
+
 # key -> rule; a None value (where the schema allows one) means "not set" and is not tested.
 RULES: dict[str, tuple[Test, str]] = {
     "model.vocab_size": _at_least(1),
@@ -48,6 +52,9 @@ RULES: dict[str, tuple[Test, str]] = {
     "model.sharing.groups": _at_least(1),
     "model.sharing.lora_rank": _at_least(0),
     "model.sharing.lora_alpha": _above(0),
+    "model.mod.capacity": _capacity(),
+    "model.mod.every": _at_least(1),
+    "model.mod.aux_weight": _at_least(0),
     "data.tokenizer.vocab_size": _at_least(1),
     "data.tokenizer.train_chars": _at_least(1),
     "data.max_train_tokens": _at_least(1),
@@ -112,6 +119,12 @@ def range_problems(run: RunConfig) -> list[str]:
         for i, src in enumerate(sources):
             problems += [p for name, rule in SOURCE_RULES.items()
                          if (p := _check(f"{prefix}.{i}.{name}", getattr(src, name), rule))]
+    per_layer = run.model.mod.per_layer
+    problems += [p for i, c in enumerate(per_layer)
+                 if (p := _check(f"model.mod.per_layer.{i}", c, _capacity()))]
+    if per_layer and len(per_layer) != run.model.n_layers:
+        problems.append(f"model.mod.per_layer needs one capacity per layer ({run.model.n_layers}), "
+                        f"got {len(per_layer)}")
     for i, stage in enumerate(run.data.stages):
         if stage.tokens < 0:
             problems.append(f"data.stages.{i}.tokens must be >= 0, got {stage.tokens}")

@@ -36,6 +36,26 @@ class SharingConfig:
     lora_alpha: float = 1.0
 
 
+ROUTERS = ("aux_loss", "predictor")
+
+
+@dataclass
+class MoDConfig:
+    """Mixture-of-depths (Raposo et al., 2024): routed blocks process only a fraction of the
+    tokens; the rest pass along the residual stream (stlm.models.components.mixture_of_depths)."""
+
+    # Fraction of tokens each routed block processes, in (0, 1]; 1.0 = off (every block dense).
+    capacity: float = 1.0
+    # Route every `every`-th block (layers every-1, 2*every-1, ...); the paper routes every other.
+    every: int = 2
+    # One capacity per layer (1.0 = dense), overriding `capacity` and `every` when non-empty.
+    per_layer: List[float] = field(default_factory=list)
+    # How inference decides causally: "aux_loss" (router logit > 0, trained by a BCE loss towards
+    # the top-k choice) or "predictor" (a small MLP on stop-gradient states predicts the choice).
+    router: str = "aux_loss"
+    aux_weight: float = 0.1  # weight of each routed block's BCE loss (`aux.mod_<layer>`)
+
+
 @dataclass
 class CompressionStep:
     """One `stlm compress` application, recorded in the compressed run's config."""
@@ -112,6 +132,7 @@ class ModelConfig:
     zero_init_projections: bool = False  # attention o_proj and FFN down projections start at 0
     logit_softcap: Optional[float] = None  # head logits become cap * tanh(logits / cap); None: off
     sharing: SharingConfig = field(default_factory=SharingConfig)
+    mod: MoDConfig = field(default_factory=MoDConfig)  # mixture-of-depths routing (off by default)
     compression: CompressionConfig = field(default_factory=CompressionConfig)  # `stlm compress`
 
     @property

@@ -185,11 +185,7 @@ def _hidden(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
 
 def _select(cache: KVCache, index: torch.Tensor) -> KVCache:
     """A cache whose row i is row `index[i]` of `cache` (one prefix under several remainders)."""
-    sub = KVCache(len(cache.keys))
-    sub.keys = [k.index_select(0, index) for k in cache.keys]
-    sub.values = [v.index_select(0, index) for v in cache.values]
-    sub.length = cache.length
-    return sub
+    return cache.select(index)
 
 
 def _add_scores(model, hidden: torch.Tensor, rows: list[int], targets: list[int], owners: list[int],

@@ -33,7 +33,11 @@ class Block(nn.Module):
         self.ffn_norm = build_norm(cfg)
         self.ffn = ffn
 
-    def forward(self, x: torch.Tensor, rope, cache: KVCache | None, layer_idx: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope, cache: KVCache | None, layer_idx: int,
+                positions: torch.Tensor | None = None, aux: dict | None = None) -> torch.Tensor:
+        """x (B, T, d_model) -> the block's output. `positions` (T,) and `aux` (a dict collecting
+        auxiliary losses as name -> (loss, weight)) serve blocks that route tokens
+        (`components.mixture_of_depths`); a plain block ignores them."""
         x = x + self.attn(self.attn_norm(x), rope, cache=cache, layer_idx=layer_idx)
         return x + self.ffn(self.ffn_norm(x))
 
@@ -55,14 +59,14 @@ class TransformerCore(nn.Module):
                      if cfg.positions == "rope" else None)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
-                keep_states: bool = False, start: int = 0, stop: int | None = None
-                ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+                keep_states: bool = False, start: int = 0, stop: int | None = None,
+                aux: dict | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """The hidden states after blocks [start, stop) (default: all), and with `keep_states`
-        every block's output (the input first)."""
+        every block's output (the input first). Blocks add auxiliary losses to `aux`, if given."""
         rope = self.rope(positions) if self.rope is not None else None
         states = [x] if keep_states else None
         for i in range(start, len(self.blocks) if stop is None else stop):
-            out = self.blocks[i](x, rope, cache, i)
+            out = self.blocks[i](x, rope, cache, i, positions=positions, aux=aux)
             rate = self.drop_rates[i]
             if self.training and rate > 0:
                 keep = torch.rand(x.shape[0], 1, 1, device=x.device) >= rate

@@ -26,7 +26,8 @@ from torch import nn
 
 import stlm.models.components  # noqa: F401  (registers the built-in components)
 from stlm.config.schema import ModelConfig
-from stlm.models.core import Block, TransformerCore
+from stlm.models.components.mixture_of_depths import build_blocks
+from stlm.models.core import TransformerCore
 from stlm.models.kv_cache import KVCache
 from stlm.models.output import ModelOutput
 from stlm.models.registry import lookup
@@ -42,7 +43,7 @@ class LanguageModel(nn.Module):
         self.vocab_size = vocab_size
         self.embedder = lookup("embedder", cfg.embedder)(cfg, vocab_size)
         attns, ffns = build_layer_modules(cfg)
-        self.core = TransformerCore(cfg, [Block(cfg, a, f) for a, f in zip(attns, ffns)])
+        self.core = TransformerCore(cfg, build_blocks(cfg, attns, ffns))
         self.head = lookup("head", cfg.head)(cfg, vocab_size)
         self.reset_parameters()
         if cfg.tie_embeddings:
@@ -112,11 +113,11 @@ class LanguageModel(nn.Module):
         return positions.to(device)
 
     def _run(self, ids: torch.Tensor, cache: KVCache | None, positions: torch.Tensor | None,
-             keep_states: bool, exit_layer: int | None = None
+             keep_states: bool, exit_layer: int | None = None, aux: dict | None = None
              ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         pos = self._positions(ids.shape[1], cache, positions, ids.device)
         h, states = self.core(self.embedder(ids, pos), pos, cache=cache, keep_states=keep_states,
-                              stop=exit_layer)
+                              stop=exit_layer, aux=aux)
         if cache is not None:
             cache.advance(ids.shape[1])
         return h, states
@@ -162,12 +163,16 @@ class LanguageModel(nn.Module):
         if logits not in LOGITS:
             raise ValueError(f"logits must be one of {LOGITS}, got {logits!r}")
         wants_states = targets is not None and getattr(self.head, "wants_hidden_states", False)
-        h, states = self._run(ids, cache, positions, keep_states=output_hidden_states or wants_states)
+        core_aux: dict[str, tuple[torch.Tensor, float]] = {}  # routed blocks' losses (mixture-of-depths)
+        h, states = self._run(ids, cache, positions, keep_states=output_hidden_states or wants_states,
+                              aux=core_aux)
         out = ModelOutput(hidden_states=states if output_hidden_states else None)
         if targets is not None:
             out.logits = self.head(h)
             extra = {"hidden_states": states} if wants_states else {}
             head_loss = self.head.loss(h, targets, loss_mask, logits=out.logits, **extra)
+            for name, (value, weight) in core_aux.items():
+                head_loss.aux_losses[name], head_loss.aux_weights[name] = value, weight
             out.loss, out.lm_loss, out.aux_losses = head_loss.total(), head_loss.lm_loss, head_loss.aux_losses
         elif logits == "all":
             out.logits = self.head(h)

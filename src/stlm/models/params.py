@@ -10,9 +10,12 @@ pass of a training batch runs with hooks that add, for every call of an `nn.Line
 size times the rows it processed, and for modules that multiply by a parameter outside an
 `nn.Linear` (`extra_matmul_params`) that number likewise. Training FLOPs are 6 per matmul
 parameter use per token (forward and backward; nanoGPT and PaLM, Chowdhery et al., 2022,
-appendix B) plus 12 * d_attn * context per attention call for the scores. A block applied in
-several layers counts once per use; embedding lookups count nothing. A new component is counted
-right without editing this file.
+appendix B) plus 12 * d_attn * context per attention call for the scores, the context scaled by
+the share of the batch's positions the call sees (a mixture-of-depths block attends among its
+routed tokens only). A block applied in several layers counts once per use; embedding lookups
+count nothing. The pass runs in training mode (so routed blocks process exactly their capacity)
+with torch's random state restored afterwards. A new component is counted right without editing
+this file.
 """
 
 from __future__ import annotations
@@ -80,20 +83,22 @@ def count_flops(model: nn.Module, context: int | None = None, tokens: int = 16) 
             uses[0] += module.weight.numel() * rows
         uses[0] += getattr(module, "extra_matmul_params", 0) * rows
         if getattr(module, "component_kind", None) == "attention":
-            attention[0] += 12 * module.n_heads * module.head_dim * context * rows
+            seen = args[0].shape[-2] / tokens  # 1 unless the block runs on some positions only
+            attention[0] += 12 * module.n_heads * module.head_dim * context * seen * rows
 
     hooks = [m.register_forward_hook(count) for m in model.modules()
              if isinstance(m, nn.Linear) or hasattr(m, "extra_matmul_params")
              or getattr(m, "component_kind", None) == "attention"]
     was_training = model.training
-    model.eval()
+    device = next(model.parameters()).device
+    model.train()
     try:
-        device = next(model.parameters()).device
-        ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
-        model(ids, ids)  # with targets: the heads' training computation counts too
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
+            model(ids, ids)  # with targets: the heads' training computation counts too
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
     per_token = uses[0] // tokens
-    return per_token, 6 * per_token + attention[0] // tokens
+    return per_token, 6 * per_token + round(attention[0]) // tokens

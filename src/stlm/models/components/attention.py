@@ -21,13 +21,19 @@ from stlm.models.registry import register
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, past: int,
-                     dropout_p: float) -> torch.Tensor:
-    """SDPA over (B, H, T, D) tensors; `past` tokens of k/v precede the T new queries."""
+                     dropout_p: float, past_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SDPA over (B, H, T, D) tensors; `past` tokens of k/v precede the T new queries.
+    `past_mask` (B, past): False for cached padding slots no query may see (routed layers)."""
     if k.shape[1] != q.shape[1]:  # grouped-query: each kv head serves several query heads
         rep = q.shape[1] // k.shape[1]
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
     t_new, t_all = q.shape[2], k.shape[2]
+    if past and past_mask is not None and not bool(past_mask.all()):
+        new = torch.ones(t_new, t_new, dtype=torch.bool, device=q.device).tril()
+        mask = torch.cat([past_mask[:, None, None, :].expand(-1, 1, t_new, -1),
+                          new.expand(past_mask.shape[0], 1, -1, -1)], dim=-1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     if past == 0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=t_new > 1, dropout_p=dropout_p)
     if t_new == 1:  # one new token sees every cached position
@@ -39,11 +45,12 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, past:
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache | None, layer_idx: int,
            dropout_p: float) -> torch.Tensor:
     """Store this step's k, v in the cache (if any), attend causally, merge heads -> (B, T, H*D)."""
-    past = 0
+    past, past_mask = 0, None
     if cache is not None:
-        past = cache.layer_length(layer_idx)  # layers may hold fewer tokens (early exit)
+        past = cache.layer_length(layer_idx)  # layers may hold fewer tokens (early exit, routing)
+        past_mask = cache.past_mask(layer_idx)
         k, v = cache.update(layer_idx, k, v)
-    y = causal_attention(q, k, v, past=past, dropout_p=dropout_p)
+    y = causal_attention(q, k, v, past=past, dropout_p=dropout_p, past_mask=past_mask)
     b, h, t, d = y.shape
     return y.transpose(1, 2).reshape(b, t, h * d)
 
