@@ -25,7 +25,8 @@ def _model(preset: str, vocab: int = 40, seed: int = 0):
     return build_model(cfg, vocab).double().eval()  # float64: no near-tie flips between passes
 
 
-@pytest.mark.parametrize("preset", ["tiny-1m", "tiny-1m-layerskip", "sllama", "llama_shared_lora", "learned_pe"])
+@pytest.mark.parametrize("preset", ["tiny-1m", "tiny-1m-layerskip", "sllama", "llama_shared_lora", "learned_pe",
+                                    "tiny-1m-mod"])
 def test_self_speculative_decoding_equals_full_greedy(preset, one_thread):
     model = _model(preset)
     for seed, exit_layer, draft in ((0, 1, 4), (1, 2, 3), (2, 3, 1), (3, 0, 5), (4, 4, 2)):

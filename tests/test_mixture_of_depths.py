@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from stlm.models import build_model
 from stlm.models.components.attention import attend
 from stlm.models.components.mixture_of_depths import RoutedBlock
 from stlm.models.params import count_flops
+from tiny_runs import grammar_overrides, resume_from_step_20
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = 61
@@ -191,38 +191,21 @@ def test_per_layer_capacities_and_no_llama_twin():
 # ---------------------------------------------------------------------------------------------
 
 
-def _overrides(root: Path, name: str) -> list[str]:
-    return [f"runs_dir={root / 'runs'}", f"run_name={name}", "model=tiny-1m-mod", "model.d_model=32",
-            "model.n_heads=2", "model.d_ff=64", "model.context_length=32",
-            "data.sources.0.max_documents=1500", "data.tokenizer.kind=byte", f"data.cache_dir={root / 'cache'}",
-            "train.context_length=32", "train.batch_size=8", "train.max_steps=40", "train.warmup_steps=4",
-            "train.lr=1e-2", "train.min_lr=1e-3", "train.log_every=5", "train.eval_every=20",
-            "train.eval_batches=2", "train.checkpoint_every=20", "train.progress=false", "train.threads=1",
-            "eval.final_val_batches=4", "eval.pairs_per_paradigm=10", "eval.sample_tokens=8"]
-
-
 @pytest.mark.slow
 def test_mod_model_trains_evaluates_and_resumes_exactly(tmp_path):
     from stlm.train import run_training
     from stlm.train.metrics import read_metrics
-    from stlm.train.resume import resume_config
 
-    whole = run_training(compose_config(_overrides(tmp_path, "whole")), echo=lambda s: None)
+    # 2 layers: layer 1 routes half of the tokens
+    whole = run_training(compose_config(grammar_overrides(tmp_path, "whole", "tiny-1m-mod")), echo=lambda s: None)
     records = read_metrics(Path(whole["run_dir"]) / "metrics.jsonl")
     train = [r for r in records if "aux.mod_1" in r]
-    assert train and all("aux.mod_3" in r for r in train)
+    assert train and not any("aux.mod_0" in r for r in train)
     assert train[-1]["loss"] < train[0]["loss"] - 1.0  # bytes: from ~ln(257) well down
     assert train[-1]["aux.mod_1"] < math.log(2)  # the router predicts its own top-k better than chance
     assert whole["val_bpb"] < 6.0 and "minimal_pairs" in json.dumps(whole)
 
-    copy = tmp_path / "runs" / "copy"
-    shutil.copytree(whole["run_dir"], copy)
-    shutil.rmtree(copy / "checkpoints" / "step-40")
-    best = copy / "checkpoints" / "best"
-    if best.exists() and "step-40" in best.read_text():
-        best.unlink()
-    run_training(resume_config(copy, []), echo=lambda s: None)
-    resumed = {r["step"]: r for r in read_metrics(copy / "metrics.jsonl")}
+    resumed = resume_from_step_20(whole["run_dir"], tmp_path / "runs" / "copy")
     for r in train:
         assert resumed[r["step"]]["loss"] == r["loss"]
-        assert resumed[r["step"]]["aux.mod_3"] == r["aux.mod_3"]
+        assert resumed[r["step"]]["aux.mod_1"] == r["aux.mod_1"]

@@ -4,7 +4,6 @@ new head trains, resumes, evaluates and reports its auxiliary losses with no edi
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from stlm.models.components.heads import TokenHead
 from stlm.models.params import count_parameters
 from stlm.models.registry import REGISTRIES, register
 from stlm.train.optim import OPTIMIZERS, OptimizerSet, adamw, build_optimizer, register_optimizer
+from tiny_runs import grammar_overrides, resume_from_step_20
 
 SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, context_length=32)
 
@@ -196,23 +196,12 @@ def test_unknown_optimizer_is_refused_with_the_choices():
 # ---------------------------------------------------------------------------------------------
 
 
-def _grammar_overrides(root: Path, name: str, *extra: str) -> list[str]:
-    return [f"runs_dir={root / 'runs'}", f"run_name={name}", "model=tiny-1m-mtp", "model.d_model=32",
-            "model.n_layers=2", "model.n_heads=2", "model.d_ff=64", "model.context_length=32",
-            "data.sources.0.max_documents=1500", "data.tokenizer.kind=byte", f"data.cache_dir={root / 'cache'}",
-            "train.context_length=32", "train.batch_size=8", "train.max_steps=40", "train.warmup_steps=4",
-            "train.lr=1e-2", "train.min_lr=1e-3", "train.log_every=5", "train.eval_every=20",
-            "train.eval_batches=2", "train.checkpoint_every=20", "train.progress=false", "train.threads=1",
-            "eval.final_val_batches=4", "eval.pairs_per_paradigm=10", "eval.sample_tokens=8", *extra]
-
-
 @pytest.mark.slow
 def test_multi_token_head_trains_resumes_evaluates_and_reports_aux_losses(tmp_path):
     from stlm.train import run_training
     from stlm.train.metrics import read_metrics
-    from stlm.train.resume import resume_config
 
-    whole = run_training(compose_config(_grammar_overrides(tmp_path, "whole")), echo=lambda s: None)
+    whole = run_training(compose_config(grammar_overrides(tmp_path, "whole", "tiny-1m-mtp")), echo=lambda s: None)
     records = read_metrics(Path(whole["run_dir"]) / "metrics.jsonl")
     train = [r for r in records if "aux.mtp_t+2" in r]
     assert train and all({"aux.mtp_t+3", "aux.mtp_t+4", "objective"} <= set(r) for r in train)
@@ -221,14 +210,7 @@ def test_multi_token_head_trains_resumes_evaluates_and_reports_aux_losses(tmp_pa
     assert whole["val_bpb"] < 8.0 and "minimal_pairs" in json.dumps(whole)
 
     # resume from the step-20 checkpoint of a copy: steps 21-40 must repeat exactly
-    copy = tmp_path / "runs" / "copy"
-    shutil.copytree(whole["run_dir"], copy)
-    shutil.rmtree(copy / "checkpoints" / "step-40")
-    best = copy / "checkpoints" / "best"
-    if best.exists() and "step-40" in best.read_text():
-        best.unlink()
-    run_training(resume_config(copy, []), echo=lambda s: None)
-    resumed = {r["step"]: r for r in read_metrics(copy / "metrics.jsonl")}
+    resumed = resume_from_step_20(whole["run_dir"], tmp_path / "runs" / "copy")
     for r in train:
         assert resumed[r["step"]]["loss"] == r["loss"]
         assert resumed[r["step"]]["aux.mtp_t+4"] == r["aux.mtp_t+4"]
