@@ -19,8 +19,8 @@ from stlm.config import compose_config
 from stlm.config.schema import ModelConfig, MoDConfig
 from stlm.errors import ConfigError
 from stlm.models import build_model
-from stlm.models.components.attention import attend
-from stlm.models.components.mixture_of_depths import RoutedBlock
+from stlm.models.components.mixture_of_depths import RoutedBlock, routed_fractions
+from stlm.models.components.rope import apply_rope
 from stlm.models.params import count_flops
 from tiny_runs import grammar_overrides, resume_from_step_20
 
@@ -91,8 +91,6 @@ def masked_reference(block: RoutedBlock, x: torch.Tensor, rope, routed: torch.Te
     h = block.attn_norm(x)
     q, k, v = attn.project_qkv(h)
     cos, sin = rope
-    from stlm.models.components.rope import apply_rope
-
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
@@ -140,6 +138,8 @@ def test_uneven_rows_decode_exactly_and_the_cache_holds_routed_tokens_only():
         real = cache.past_mask(1)
         assert real is not None and not real.all()  # rows differ: padding slots exist
         assert 0 < int(real.sum()) < 3 * 24
+        fractions = routed_fractions(model, x)
+        assert set(fractions) == {1, 3} and int(real.sum()) == round(fractions[1] * 3 * 24)
         assert set(cache.slot_positions[1][real].tolist()) <= set(range(24))
         # rolling back (as speculative decoding does) then redoing gives the same logits
         cache.crop(15)

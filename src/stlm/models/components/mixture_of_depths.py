@@ -108,13 +108,19 @@ class RoutedBlock(Block):
                                            self.aux_weight)
             real = torch.ones_like(index, dtype=torch.bool)
         else:  # causal: each token's own decision; rows are padded to the longest row's count
-            chosen = (logits if self.predictor is None else self.predictor(x)) > 0
+            chosen = self.routes(x, logits)
             k = int(chosen.sum(dim=1).max())
             if k == 0:
                 return x
             index = (~chosen).to(torch.uint8).argsort(dim=1, stable=True)[:, :k]  # routed first, in order
             real = chosen.gather(1, index)
         return self._run_routed(x, logits, index, real, rope, cache, layer_idx, positions)
+
+    def routes(self, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The causal (inference) decision for block inputs x (B, T, d_model): (B, T) bool."""
+        if self.predictor is not None:
+            return self.predictor(x) > 0
+        return (self.router(x).squeeze(-1) if logits is None else logits) > 0
 
     def _run_routed(self, x, logits, index, real, rope, cache, layer_idx, positions) -> torch.Tensor:
         """The block on the tokens at `index` (B, k) (`real`: False for padding slots), each at
@@ -132,3 +138,17 @@ class RoutedBlock(Block):
         weight = torch.sigmoid(logits.gather(1, index)).unsqueeze(-1).to(xs.dtype)
         ys = torch.where(real.unsqueeze(-1), xs + weight * (ys - xs), xs)
         return x.scatter(1, gather_index, ys)
+
+
+@torch.no_grad()
+def routed_fractions(model: nn.Module, ids: torch.Tensor) -> dict[int, float]:
+    """{layer: fraction of the tokens of ids (B, T) its routed block processes at inference}
+    (eval-mode decisions, which follow what the router learned rather than the capacity)."""
+    was_training = model.training
+    model.eval()
+    try:
+        states = model(ids, output_hidden_states=True, logits="none").hidden_states
+    finally:
+        model.train(was_training)
+    return {i: float(block.routes(states[i]).float().mean())
+            for i, block in enumerate(model.core.blocks) if isinstance(block, RoutedBlock)}
