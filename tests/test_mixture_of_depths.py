@@ -192,12 +192,16 @@ def test_per_layer_capacities_and_no_llama_twin():
 
 
 @pytest.mark.slow
-def test_mod_model_trains_evaluates_and_resumes_exactly(tmp_path):
+def test_mod_model_trains_evaluates_resumes_exactly_and_loses_layers_keeping_routing(tmp_path):
+    from stlm.compress.pipeline import CompressRequest, compress_run
+    from stlm.runs import load_run
     from stlm.train import run_training
     from stlm.train.metrics import read_metrics
 
-    # 2 layers: layer 1 routes half of the tokens
-    whole = run_training(compose_config(grammar_overrides(tmp_path, "whole", "tiny-1m-mod")), echo=lambda s: None)
+    # 2 layers: layer 1 routes half of the tokens, as the preset's `every` would; per_layer lets a
+    # run that loses a layer know which blocks route
+    overrides = grammar_overrides(tmp_path, "whole", "tiny-1m-mod", "model.mod.per_layer=[1.0,0.5]")
+    whole = run_training(compose_config(overrides), echo=lambda s: None)
     records = read_metrics(Path(whole["run_dir"]) / "metrics.jsonl")
     train = [r for r in records if "aux.mod_1" in r]
     assert train and not any("aux.mod_0" in r for r in train)
@@ -209,3 +213,11 @@ def test_mod_model_trains_evaluates_and_resumes_exactly(tmp_path):
     for r in train:
         assert resumed[r["step"]]["loss"] == r["loss"]
         assert resumed[r["step"]]["aux.mod_1"] == r["aux.mod_1"]
+
+    # ShortGPT layer dropping keeps each kept block's routing (model.mod.per_layer)
+    out = tmp_path / "runs" / "dropped"
+    summary = compress_run(CompressRequest(whole["run_dir"], "drop-layers", out, {"layers": 1}, pairs=2),
+                           echo=lambda s: None)
+    kept = [i for i in range(2) if i not in summary["compression"]["settings"]["dropped"]]
+    dropped = load_run(out).model
+    assert [getattr(b, "capacity", 1.0) for b in dropped.core.blocks] == [[1.0, 0.5][i] for i in kept]

@@ -3,8 +3,8 @@
 A block's importance is BI = 1 - E[cos(x_in, x_out)], the mean over calibration tokens of one
 minus the cosine similarity between the hidden state entering and leaving it: a block that barely
 turns the residual stream does little. The `--layers` blocks of lowest BI are removed and the
-model's `n_layers` lowered; per-layer entries of `model.compression` follow the blocks they
-describe.
+model's `n_layers` lowered; per-layer entries of `model.compression` (and mixture-of-depths
+capacities, pinned in `model.mod.per_layer`) follow the blocks they describe.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from stlm.compress.calibrate import hooks, run_calibration
 from stlm.compress.registry import Context, register
 from stlm.compress.targets import refuse_sharing
 from stlm.errors import UserError
+from stlm.models.components.mixture_of_depths import layer_capacities
 
 
 @torch.no_grad()
@@ -60,6 +61,9 @@ def drop_layers(ctx: Context) -> dict:
     kept = [i for i in range(n_layers) if i not in dropped]
     ctx.model.core.blocks = nn.ModuleList([ctx.model.core.blocks[i] for i in kept])
     m = ctx.cfg.model
+    capacities = layer_capacities(m)
+    if any(c < 1.0 for c in capacities):  # mixture-of-depths: the kept blocks keep their routing
+        m.mod.per_layer = [capacities[i] for i in kept]
     m.n_layers = len(kept)
     c = m.compression
     for key in ("heads", "kv_heads", "d_ff"):
