@@ -47,6 +47,7 @@ def run_training(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[st
             for note in trainer.notes:
                 echo(f"warning: {note}")
         trainer.fit()
+        trainer.unshard()  # under FSDP: the whole model on rank 0 for the final evaluation
         if not rt.is_main:
             return {}
         session_s = time.perf_counter() - started
