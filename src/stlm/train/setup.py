@@ -38,6 +38,7 @@ class Runtime:
     autocast_dtype: torch.dtype | None  # None: plain float32
     rank: int = 0
     world_size: int = 1
+    owns_group: bool = False  # init_runtime started the process group (so close() ends it)
 
     @property
     def is_main(self) -> bool:
@@ -79,12 +80,13 @@ class Runtime:
             dist.barrier()
 
     def close(self) -> None:
-        if self.distributed and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def init_runtime(cfg: TrainConfig) -> Runtime:
-    """Pick the device and precision; join the process group when torchrun set WORLD_SIZE > 1."""
+    """Pick the device and precision; join the process group when torchrun set WORLD_SIZE > 1
+    (one already started by the caller is used as it is, and left running by `close`)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -94,12 +96,13 @@ def init_runtime(cfg: TrainConfig) -> Runtime:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank if world_size > 1 else (device.index or 0))
         torch.cuda.set_device(device)
-    if world_size > 1:
+    owns = world_size > 1 and not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
-    return Runtime(device, torch.bfloat16 if precision == "bf16" else None, rank, world_size)
+    return Runtime(device, torch.bfloat16 if precision == "bf16" else None, rank, world_size, owns)
 
 
 def seed_everything(seed: int) -> None:
@@ -178,6 +181,21 @@ def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def gathered(model: nn.Module):
+    """Within it, a sharded model's root unit (embedder, head) is whole, so its methods other
+    than forward (`logprobs`, used by evaluation) run; the blocks gather themselves as in
+    training. Every rank must enter it. A model that is not sharded is unaffected."""
+    if not is_sharded(model):
+        yield model
+        return
+    model.unshard()
+    try:
+        yield model
+    finally:
+        model.reshard()
 
 
 def shard_units(model: nn.Module) -> list[list[nn.Module]]:

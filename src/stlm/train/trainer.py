@@ -35,7 +35,7 @@ from stlm.train.losses import build_loss_module
 from stlm.train.metrics import MetricsLog, ProgressBar
 from stlm.train.mfu import device_peak_flops, mfu, training_flops_per_token
 from stlm.train.optim import build_optimizer
-from stlm.train.setup import (DeviceBatches, Runtime, full_value, init_runtime, seed_everything, shard_model,
+from stlm.train.setup import (DeviceBatches, Runtime, full_value, gathered, init_runtime, seed_everything, shard_model,
                               should_compile, sync_context, wrap_for_training)
 from stlm.train.tracking import start_tracking
 
@@ -218,8 +218,9 @@ class Trainer:
         from stlm.data import eval_batches
 
         batches = eval_batches(self.data, "val", self.cfg.train.batch_size, self.context, max_batches)
-        return bits_per_byte(self.model, batches, self.data.tokenizer.byte_lengths(),
-                             autocast_dtype=self.rt.autocast_dtype)
+        with gathered(self.model):  # under FSDP every rank evaluates, each with the whole root unit
+            return bits_per_byte(self.model, batches, self.data.tokenizer.byte_lengths(),
+                                 autocast_dtype=self.rt.autocast_dtype)
 
     def save(self, val_loss: float | None) -> Path | None:
         """Write a checkpoint of the current step (rank 0; under FSDP every rank first gathers its
@@ -232,6 +233,7 @@ class Trainer:
                     "total_steps": self.budget.total_steps,
                     "schedule_steps": self.budget.schedule_steps or self.budget.total_steps,
                     "tokens_per_step": self.budget.tokens_per_step, "world_size": self.rt.world_size,
+                    "parallel": ("fsdp" if self.sharded else "ddp") if self.rt.distributed else None,
                     "initial_loss": self.state.initial_loss, "tokenizer": self.data.tokenizer.fingerprint()}
             path = ckpt.save_checkpoint(self.ckpt_dir, self.state.step, weights, optimizer_state, meta)
             if val_loss is not None and val_loss < self.state.best_val_loss and not self._blown_up(val_loss):
@@ -309,8 +311,9 @@ class Trainer:
                     self._check_blowup("validation", val["loss"], st.step)
                     record = {"step": st.step, "tokens": st.tokens, **(record or {}),
                               "val_loss": val["loss"], "val_bpb": val["bpb"]}
-                    bar.print(f"step {st.step}: train loss {out['loss']:.4f}, val loss {val['loss']:.4f}, "
-                              f"val bpb {val['bpb']:.4f} (first {val['tokens']:,} val tokens)")
+                    if main:
+                        bar.print(f"step {st.step}: train loss {out['loss']:.4f}, val loss {val['loss']:.4f}, "
+                                  f"val bpb {val['bpb']:.4f} (first {val['tokens']:,} val tokens)")
                 if record is not None and log is not None:
                     log.write(record)
                 if saving:
