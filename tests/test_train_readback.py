@@ -2,8 +2,6 @@
 are read in one go at log, evaluation and checkpoint steps. The logged numbers are the ones a
 per-step read-back gives, and a non-finite loss is still caught, naming its step."""
 
-import math
-
 import pytest
 import torch
 
@@ -12,7 +10,7 @@ from stlm.runs import create_run_dir
 from stlm.train.checkpoint import latest_checkpoint
 from stlm.train.metrics import read_metrics
 from stlm.train.trainer import Trainer, TrainingDiverged
-from test_train_loop import tiny_overrides
+from test_train_loop import nan_loss_after, tiny_overrides
 
 
 def trainer(root, name, *extra):
@@ -64,15 +62,7 @@ def test_sparse_logging_logs_the_numbers_of_per_step_read_back(tmp_path, monkeyp
 
 def test_a_non_finite_loss_between_log_steps_names_its_step_and_writes_no_checkpoint(tmp_path):
     t = trainer(tmp_path, "nan", "train.log_every=4", "train.checkpoint_every=4", "train.eval_every=100")
-    calls = {"n": 0}
-
-    def poison(module, inputs, output):  # from the 6th training step on, the loss is NaN
-        calls["n"] += module.training and output.loss is not None
-        if calls["n"] > 5 and output.loss is not None:
-            output.loss = output.loss * math.nan
-        return output
-
-    t.model.register_forward_hook(poison)
+    t.model.register_forward_hook(nan_loss_after(5))  # from the 6th training step on, the loss is NaN
     with pytest.raises(TrainingDiverged, match=r"the training loss is nan at step 6; the last good checkpoint is "
                                                r".*step-4"):
         t.fit()

@@ -92,6 +92,9 @@ class Trainer:
         planned = self.budget.total_steps * tokens_per_step if self.budget.total_steps is not None else None
         compile_now = should_compile(t, self.rt.device, planned,
                                      lambda: training_flops_per_token(self.model, self.context))
+        # FLOPs per token for MFU (a GPU with a known peak only), counted on the whole model
+        self.peak_flops = device_peak_flops(self.rt.device)
+        self.flops_per_token = training_flops_per_token(self.model, self.context) if self.peak_flops else 0.0
         if self.sharded:
             if t.babylm_checkpoints:
                 raise UserError("train.babylm_checkpoints is not supported with train.parallel=fsdp; "
@@ -273,8 +276,7 @@ class Trainer:
         bar = ProgressBar(t.progress and main, total, st.elapsed_s if timed else st.step,
                           "train (s)" if timed else "train")
         base_elapsed = st.elapsed_s  # a resumed run continues its saved time
-        peak = device_peak_flops(rt.device)  # None on CPU or an unknown GPU: no MFU logged
-        flops_per_token = training_flops_per_token(self.model, self.context) if peak else 0.0
+        peak, flops_per_token = self.peak_flops, self.flops_per_token  # None on CPU or an unknown GPU: no MFU
         started = window_start = time.perf_counter()
         window_tokens = 0
         window: list[tuple[int, dict]] = []  # steps not yet read back from the device

@@ -15,7 +15,6 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 from stlm.config.schema import TrainConfig
 from stlm.errors import UserError
@@ -67,6 +66,8 @@ class OptimizerSet:
         """Every state tensor as `<parameter name>.<state key>` (CPU, contiguous, whole). State of
         a sharded (FSDP) parameter is gathered from every rank, so all ranks must call this
         together; they visit the parameters in the same order."""
+        from torch.distributed.tensor import DTensor
+
         out = {}
         for opt in self.optimizers:
             for p in (p for g in opt.param_groups for p in g["params"]):
@@ -100,6 +101,8 @@ def _laid_out_as(value: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Saved (whole) state of parameter `p`: this rank's slice when `p` is sharded and the state
     has its shape (moments, momentum), as saved otherwise (AdamW's step count). Every rank loads
     the same file, so nothing is sent."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
     if isinstance(p, DTensor) and value.shape == p.shape:
         return distribute_tensor(value.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
     return value
