@@ -229,7 +229,8 @@ class Trainer:
         """Write a checkpoint of the current step (rank 0; under FSDP every rank first gathers its
         shards); update `best` and prune old ones."""
         weights = ckpt.gather_weights(self.model)
-        optimizer_state = self.optimizer.state_tensors()
+        # gathered by every rank under FSDP; otherwise rank 0 alone reads its own copy
+        optimizer_state = self.optimizer.state_tensors() if self.sharded or self.rt.is_main else None
         path = None
         if self.rt.is_main:
             meta = {"tokens": self.state.tokens, "elapsed_s": self.state.elapsed_s, "val_loss": val_loss,
