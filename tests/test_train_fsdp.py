@@ -44,11 +44,13 @@ def cut_at_step_2(run: Path, copy: Path) -> Path:
     return copy
 
 
-def torchrun(*runs: list[str]) -> None:
+def torchrun(*runs: list[str]) -> str:
+    """Run `runs` under torchrun with 2 ranks; return what the ranks printed."""
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(Path(__file__).with_name("distributed_runs.py")), *map(json.dumps, runs)],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "STLM_RUNS_TIMEOUT": "150"})
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
 
 
 @pytest.mark.slow
@@ -58,13 +60,14 @@ def test_fsdp_and_ddp_match_one_process_and_checkpoints_cross_world_sizes(tmp_pa
         run_training(compose_config(tiny_overrides(tmp_path, name, *STEPS, *extra)), echo=lambda s: None)
     for parallel in ("fsdp", "ddp"):
         cut_at_step_2(runs / "one", runs / f"one-to-{parallel}")
-    torchrun(tiny_overrides(tmp_path, "fsdp", *STEPS, "train.batch_size=4", "train.parallel=fsdp"),
+    printed = torchrun(tiny_overrides(tmp_path, "fsdp", *STEPS, "train.batch_size=4", "train.parallel=fsdp"),
              tiny_overrides(tmp_path, "ddp", *STEPS, "train.batch_size=2", "train.grad_accum=2"),
              tiny_overrides(tmp_path, "fsdp-shared", *STEPS, "train.batch_size=2", "train.grad_accum=2",
                             "train.parallel=fsdp", *SHARED),
              # 1 process -> 2 ranks: the same 8 sequences per step as 4 per rank
              [f"resume={runs / 'one-to-fsdp'}", "train.batch_size=4", "train.parallel=fsdp"],
              [f"resume={runs / 'one-to-ddp'}", "train.batch_size=4"])
+    assert printed.count("step 4: train loss") == 5  # rank 0 alone prints, once per run
     meta = {name: read_meta(runs / name / "checkpoints" / "step-4") for name in ("fsdp", "ddp", "one-to-fsdp")}
     assert {n: (m["parallel"], m["world_size"]) for n, m in meta.items()} == {
         "fsdp": ("fsdp", 2), "ddp": ("ddp", 2), "one-to-fsdp": ("fsdp", 2)}
@@ -87,6 +90,8 @@ def test_fsdp_and_ddp_match_one_process_and_checkpoints_cross_world_sizes(tmp_pa
     names = [n for n, _ in shared.named_parameters(remove_duplicate=False)]
     assert len(names) > len(list(shared.parameters())) == len(list(one_shared.parameters()))  # still tied
     torch.testing.assert_close(shared(x).logits, one_shared(x).logits, rtol=1e-3, atol=1e-4)
+    assert sorted(p.name for p in runs.iterdir()) == sorted(  # one run directory per run, whatever the ranks
+        ["one", "one-shared", "one-to-fsdp", "one-to-ddp", "fsdp", "ddp", "fsdp-shared", "fsdp-to-one", "ddp-to-one"])
     # a resume that would change the global batch is refused, naming the grad_accum that keeps it
     with pytest.raises(UserError, match=r"8 sequences per optimizer step.*train.grad_accum=2"):
         run_training(resume_config(runs / "one", ["train.max_steps=6", "train.batch_size=4"]), echo=lambda s: None)

@@ -21,6 +21,7 @@ def trainer(root, name, *extra):
     return Trainer(cfg, create_run_dir(cfg), prepare_data(cfg.data, progress=False))
 
 
+@pytest.mark.slow
 def test_sparse_logging_logs_the_numbers_of_per_step_read_back(tmp_path, monkeypatch):
     every = trainer(tmp_path, "every", "train.log_every=1")
     every.fit()
