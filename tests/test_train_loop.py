@@ -31,6 +31,19 @@ def tiny_overrides(root: Path, name: str, *extra: str) -> list[str]:
             "eval.sample_prompt=The", *extra]
 
 
+def nan_loss_after(good_steps: int):
+    """A forward hook making the training loss NaN from training forward `good_steps + 1` on."""
+    calls = {"n": 0}
+
+    def poison(module, inputs, output):
+        calls["n"] += module.training and output.loss is not None
+        if calls["n"] > good_steps and output.loss is not None:
+            output.loss = output.loss * math.nan
+        return output
+
+    return poison
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     return tmp_path_factory.mktemp("train")
@@ -70,15 +83,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(root):
     cfg = compose_config(tiny_overrides(root, "nan", "train.checkpoint_every=10", "train.eval_every=10"))
     run_dir = create_run_dir(cfg)
     trainer = Trainer(cfg, run_dir, prepare_data(cfg.data, progress=False))
-    calls = {"n": 0}
-
-    def poison(module, inputs, output):  # from the 26th training step on, the loss is NaN
-        calls["n"] += module.training and output.loss is not None
-        if calls["n"] > 25 and output.loss is not None:
-            output.loss = output.loss * math.nan
-        return output
-
-    trainer.model.register_forward_hook(poison)
+    trainer.model.register_forward_hook(nan_loss_after(25))
     with pytest.raises(TrainingDiverged, match=r"nan at step 26.*step-20"):
         trainer.fit()
     assert latest_checkpoint(run_dir / "checkpoints").name == "step-20"

@@ -127,6 +127,7 @@ def validate(run: RunConfig) -> None:
     _check_choice("data.sampling", run.data.sampling, ("random", "sequential"))
     _validate_training_knobs(run)
     _check_choice("train.precision", run.train.precision, ("auto", "fp32", "bf16"))
+    _check_choice("train.parallel", run.train.parallel, ("ddp", "fsdp"))
     from stlm.train.optim import OPTIMIZERS
 
     _check_choice("train.optimizer", run.train.optimizer, sorted(OPTIMIZERS))
@@ -152,7 +153,7 @@ LATER_KEYS = frozenset({"model.head", "model.mtp_tokens", "model.mtp_weight", "t
                         "data.tokenizer.max_chunk_bytes", "model.byte_chunk_max", "model.byte_decoder_layers",
                         "model.byte_dim", "model.byte_heads", "model.byte_layers", "model.byte_pool",
                         "train.distill.schedule", "train.distill.top_k", "train.distill.cache",
-                        "model.mod"})
+                        "model.mod", "train.parallel"})
 
 
 def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:

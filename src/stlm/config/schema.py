@@ -284,6 +284,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     compile: Optional[bool] = None  # None: on CUDA for long runs only (stlm.train.setup.should_compile)
+    # Under torchrun: ddp (every rank holds the whole model) | fsdp (FSDP2 fully_shard: parameters,
+    # gradients and optimizer state sharded over ranks); one process ignores it (docs/distributed.md)
+    parallel: str = "ddp"
     threads: Optional[int] = None  # torch CPU threads (None: torch default)
     eval_every: int = 250
     eval_batches: int = 20

@@ -12,6 +12,13 @@ half-written `step-N`; leftover `.tmp-*` folders are ignored, and a failed write
 removes its temporary folder. `checkpoints/best` is a small JSON pointer to the checkpoint with the
 lowest validation loss. Loading verifies the checksums first (a flipped byte inside the weights is
 refused, naming the file and the older checkpoint to use) and never unpickles anything.
+
+Checkpoints hold whole tensors whatever the world size and the parallelism (`train.parallel`), so
+a run saved by 2 ranks resumes in 1 process and back. Under FSDP, the whole weights are gathered
+to rank 0 through `torch.distributed.checkpoint.state_dict.get_model_state_dict` (full state
+dict, offloaded to the CPU) and the optimizer state through `full_tensor` (`OptimizerSet`); on
+loading, the weights go into the model before it is sharded and each rank keeps its slice of the
+optimizer state.
 """
 
 from __future__ import annotations
@@ -89,16 +96,40 @@ def best_val_loss(ckpt_dir: Path) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer: OptimizerSet,
-                    meta: dict[str, Any]) -> Path:
-    """Write `step-<step>` atomically and return its path. `meta` must be JSON-serialisable."""
+def gather_weights(model: nn.Module) -> nn.Module | dict[str, torch.Tensor]:
+    """What `save_checkpoint` writes as the weights: the model itself when every rank holds it
+    whole; for a sharded (FSDP) model, its full state dict on rank 0 (empty on the others), each
+    tied tensor under its first name as `safetensors.torch.save_model` stores it. A collective
+    under FSDP: every rank calls it."""
+    from stlm.train.setup import is_sharded
+
+    if not is_sharded(model):
+        return model
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    first: dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(p), name) != name:
+            full.pop(name, None)  # a tied alias: stored once
+    return {name: t.contiguous() for name, t in full.items()}
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module | dict[str, torch.Tensor],
+                    optimizer: OptimizerSet | dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write `step-<step>` atomically and return its path. `model` is a model or whole weights
+    (`gather_weights`), `optimizer` an optimizer set or its `state_tensors()`; `meta` must be
+    JSON-serialisable."""
     final = ckpt_dir / f"step-{step}"
     tmp = ckpt_dir / f".tmp-step-{step}"
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        save_model(model, str(tmp / MODEL_FILE))
+        if isinstance(model, nn.Module):
+            save_model(model, str(tmp / MODEL_FILE))
+        else:
+            save_file(model, str(tmp / MODEL_FILE), metadata={"format": "pt"})
         tensors, scalars = _training_state(optimizer)
         save_file(tensors, str(tmp / STATE_FILE))
         sums = {name: sha256_file(tmp / name) for name in CHECKSUMMED}
@@ -144,8 +175,9 @@ def prune(ckpt_dir: Path, keep_last: int) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _training_state(optimizer: OptimizerSet) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {f"optimizer.{key}": value for key, value in optimizer.state_tensors().items()}
+def _training_state(optimizer: OptimizerSet | dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer if isinstance(optimizer, dict) else optimizer.state_tensors()
+    tensors = {f"optimizer.{key}": value for key, value in state.items()}
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):

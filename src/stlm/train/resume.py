@@ -2,7 +2,10 @@
 
 `stlm train resume=runs/NAME [train.max_steps=2000 ...]` reloads runs/NAME/config.yaml. Only the
 keys in `RESUME_KEYS` may change, because anything else (model shape, tokenizer, data, optimizer)
-would make the checkpoint mean something different. Extending the budget of a run either plans
+would make the checkpoint mean something different. `train.batch_size`, `train.grad_accum` and
+`train.parallel` may change so that a run continues on another number of ranks (checkpoints hold
+whole tensors); the trainer then checks that the global batch, batch_size x grad_accum x ranks,
+is the saved one. Extending the budget of a run either plans
 the learning-rate schedule over the new total (`train.continue_schedule=restart`, the default: after
 a finished run the rate rises again, and the run says so) or keeps the saved plan and holds min_lr
 beyond its end (`extend`). A run that stopped before its first checkpoint cannot be resumed: it is
@@ -25,7 +28,7 @@ from stlm.train.checkpoint import latest_checkpoint
 RESUME_KEYS = ("train.max_steps", "train.max_tokens", "train.max_minutes", "train.eval_every",
                "train.eval_batches", "train.log_every", "train.checkpoint_every", "train.keep_last",
                "train.progress", "train.tracker", "train.tracker_project", "train.continue_schedule",
-               "train.diverge_factor")
+               "train.diverge_factor", "train.batch_size", "train.grad_accum", "train.parallel")
 
 
 def resume_config(run_dir: Path, overrides: Sequence[str]) -> RunConfig:

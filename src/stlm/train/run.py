@@ -47,11 +47,13 @@ def run_training(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[st
             for note in trainer.notes:
                 echo(f"warning: {note}")
         trainer.fit()
-        if not rt.is_main:
-            return {}
-        session_s = time.perf_counter() - started
-        summary, pairs = final_report(trainer, trainer.resumed_elapsed_s + session_s)
-        echo(format_summary(summary, pairs))
+        trainer.unshard()  # under FSDP: the whole model on rank 0 for the final evaluation
+        summary: dict[str, Any] = {}
+        if rt.is_main:
+            session_s = time.perf_counter() - started
+            summary, pairs = final_report(trainer, trainer.resumed_elapsed_s + session_s)
+            echo(format_summary(summary, pairs))
+        rt.barrier()  # the ranks finish together (a process group started next meets no stragglers)
         return summary
     except OSError as exc:
         if exc.errno not in DISK_ERRNOS:

@@ -1,9 +1,15 @@
 """Everything that adapts a pure single-device model to the machine it trains on.
 
 Device choice, mixed precision (bf16 autocast on GPU, float32 on CPU), torch.compile, seeding,
-and data-parallel training under torchrun (PyTorch DDP, Li et al., 2020,
-arXiv 2006.15704): one process per device, gloo on CPU and NCCL on GPU, gradients all-reduced
-once per optimizer step. The model itself never knows about any of it.
+and data-parallel training under torchrun, one process per device, gloo on CPU and NCCL on GPU:
+- `train.parallel=ddp` (PyTorch DDP, Li et al., 2020, arXiv 2006.15704): every rank holds the
+  whole model; gradients are all-reduced once per optimizer step;
+- `train.parallel=fsdp` (FSDP2, `torch.distributed.fsdp.fully_shard`; ZeRO-3, Rajbhandari et al.,
+  2020, arXiv 1910.02054): parameters, gradients and optimizer state are sharded over the ranks,
+  each block (or group of blocks that share weights) gathered for its forward and backward, the
+  rest (embedder, head, tied weights) in the root unit; bf16 parameters and float32 gradient
+  reduction on CUDA (`MixedPrecisionPolicy`).
+The model itself never knows about any of it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class Runtime:
     autocast_dtype: torch.dtype | None  # None: plain float32
     rank: int = 0
     world_size: int = 1
+    owns_group: bool = False  # init_runtime started the process group (so close() ends it)
 
     @property
     def is_main(self) -> bool:
@@ -73,12 +80,13 @@ class Runtime:
             dist.barrier()
 
     def close(self) -> None:
-        if self.distributed and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def init_runtime(cfg: TrainConfig) -> Runtime:
-    """Pick the device and precision; join the process group when torchrun set WORLD_SIZE > 1."""
+    """Pick the device and precision; join the process group when torchrun set WORLD_SIZE > 1
+    (one already started by the caller is used as it is, and left running by `close`)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -88,12 +96,13 @@ def init_runtime(cfg: TrainConfig) -> Runtime:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank if world_size > 1 else (device.index or 0))
         torch.cuda.set_device(device)
-    if world_size > 1:
+    owns = world_size > 1 and not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
-    return Runtime(device, torch.bfloat16 if precision == "bf16" else None, rank, world_size)
+    return Runtime(device, torch.bfloat16 if precision == "bf16" else None, rank, world_size, owns)
 
 
 def seed_everything(seed: int) -> None:
@@ -149,8 +158,11 @@ def enable_compile_cache() -> None:
 def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime,
                       compiled: bool | None = None, loss_module: nn.Module | None = None) -> nn.Module:
     """The module the training step calls: `loss_module` (default: the model's own loss,
-    `LossModule`), optionally compiled (`compiled`, default `train.compile`), DDP-wrapped."""
+    `LossModule`), optionally compiled (`compiled`, default `train.compile`), DDP-wrapped. A model
+    sharded by `shard_model` is returned as is (its blocks were compiled when it was sharded)."""
     step: nn.Module = loss_module or LossModule(model)
+    if is_sharded(model):
+        return step
     if compiled is None:
         compiled = bool(cfg.compile)
     if compiled:
@@ -162,6 +174,77 @@ def wrap_for_training(model: nn.Module, cfg: TrainConfig, rt: Runtime,
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         step = DistributedDataParallel(step, device_ids=ids)
     return step
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether `model` was sharded by `shard_model` (its parameters are DTensor shards)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def gathered(model: nn.Module):
+    """Within it, a sharded model's root unit (embedder, head) is whole, so its methods other
+    than forward (`logprobs`, used by evaluation) run; the blocks gather themselves as in
+    training. Every rank must enter it. A model that is not sharded is unaffected."""
+    if not is_sharded(model):
+        yield model
+        return
+    model.unshard()
+    try:
+        yield model
+    finally:
+        model.reshard()
+
+
+def shard_units(model: nn.Module) -> list[list[nn.Module]]:
+    """The FSDP units below the root: the core's blocks, one unit each, except that blocks sharing
+    a parameter (layer sharing, SLlama) form one unit together, and a block sharing a parameter
+    with anything outside the blocks stays in the root unit. A model without `core.blocks` is one
+    unit (the root)."""
+    blocks = list(dict.fromkeys(getattr(getattr(model, "core", None), "blocks", [])))  # distinct objects
+    in_blocks = {id(p) for b in blocks for p in b.parameters()}
+    outside = {id(p) for n, p in model.named_parameters(remove_duplicate=False)
+               if not n.startswith("core.blocks.")} & in_blocks
+    parent = list(range(len(blocks)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    owner: dict[int, int] = {}
+    for i, block in enumerate(blocks):
+        for p in block.parameters():
+            j = owner.setdefault(id(p), i)
+            parent[root(i)] = root(j)
+    groups: dict[int, list[nn.Module]] = {}
+    for i, block in enumerate(blocks):
+        groups.setdefault(root(i), []).append(block)
+    return [g for g in groups.values() if not any(id(p) in outside for b in g for p in b.parameters())]
+
+
+def shard_model(model: nn.Module, rt: Runtime, compiled: bool = False) -> nn.Module:
+    """FSDP2 over the process group: `fully_shard` on each unit of `shard_units`, then on the
+    root. On CUDA with bf16, parameters are gathered in bf16 and gradients reduced in float32;
+    otherwise everything stays float32. With `compiled`, each block is compiled in place first
+    (names, hence checkpoints, unchanged). Call before the optimizer is built: sharding replaces
+    the parameters."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if rt.device.type == "cuda" and rt.autocast_dtype is torch.bfloat16:
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    else:
+        policy = MixedPrecisionPolicy()
+    for unit in shard_units(model):
+        if compiled:
+            enable_compile_cache()
+            for block in unit:
+                block.compile()
+        fully_shard(unit if len(unit) > 1 else unit[0], mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    return model
 
 
 class DeviceBatches:
@@ -196,9 +279,21 @@ class DeviceBatches:
         return item
 
 
-def sync_context(step_module: nn.Module, last_micro_step: bool) -> contextlib.AbstractContextManager:
-    """Skip DDP's gradient all-reduce on all but the last micro-step of an accumulated step."""
+def sync_context(step_module: nn.Module, last_micro_step: bool,
+                 model: nn.Module | None = None) -> contextlib.AbstractContextManager:
+    """Skip the gradient all-reduce (DDP) or reduce-scatter (FSDP, `model` sharded) on all but the
+    last micro-step of an accumulated step."""
+    if model is not None and is_sharded(model):
+        model.set_requires_gradient_sync(last_micro_step)
+        return contextlib.nullcontext()
     if last_micro_step or not hasattr(step_module, "no_sync"):
         return contextlib.nullcontext()
     return step_module.no_sync()
+
+
+def full_value(value: torch.Tensor) -> torch.Tensor:
+    """A DTensor (a sharded model's gradient norm, say) as a plain tensor, others unchanged."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
 

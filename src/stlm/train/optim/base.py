@@ -63,12 +63,19 @@ class OptimizerSet:
             opt.zero_grad(set_to_none=set_to_none)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Every state tensor as `<parameter name>.<state key>` (CPU, contiguous)."""
+        """Every state tensor as `<parameter name>.<state key>` (CPU, contiguous, whole). State of
+        a sharded (FSDP) parameter is gathered from every rank, so all ranks must call this
+        together; they visit the parameters in the same order."""
+        from torch.distributed.tensor import DTensor
+
         out = {}
         for opt in self.optimizers:
-            for p, state in opt.state.items():
-                for key, value in state.items():
-                    out[f"{self.names[p]}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            for p in (p for g in opt.param_groups for p in g["params"]):
+                for key, value in sorted(opt.state.get(p, {}).items()):
+                    value = torch.as_tensor(value).detach()
+                    if isinstance(value, DTensor):
+                        value = value.full_tensor()
+                    out[f"{self.names[p]}.{key}"] = value.cpu().contiguous()
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -85,8 +92,20 @@ class OptimizerSet:
         for opt in self.optimizers:
             sd = opt.state_dict()
             params = [p for g in opt.param_groups for p in g["params"]]
-            sd["state"] = {i: by_name[self.names[p]] for i, p in enumerate(params) if self.names[p] in by_name}
+            sd["state"] = {i: {key: _laid_out_as(value, p) for key, value in by_name[self.names[p]].items()}
+                           for i, p in enumerate(params) if self.names[p] in by_name}
             opt.load_state_dict(sd)
+
+
+def _laid_out_as(value: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Saved (whole) state of parameter `p`: this rank's slice when `p` is sharded and the state
+    has its shape (moments, momentum), as saved otherwise (AdamW's step count). Every rank loads
+    the same file, so nothing is sent."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(p, DTensor) and value.shape == p.shape:
+        return distribute_tensor(value.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+    return value
 
 
 def decay_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:

@@ -14,7 +14,9 @@ the same per-entry amount, and applied with decoupled weight decay.
 
 Under DDP the gradients are already averaged before `step()`, so every rank computes the same
 update (each rank orthogonalises every matrix; the speed-run spreads that work over ranks, which
-matters only at sizes beyond stlm's).
+matters only at sizes beyond stlm's). Under FSDP each rank holds a slice of every matrix (a
+DTensor): the Nesterov blend is gathered whole (`full_tensor`), every rank orthogonalises it, and
+each keeps its own slice of the update, so the step equals the single-process one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,23 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
     return (x.T if tall else x).to(g.dtype)
+
+
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    """The full matrix of a sharded (DTensor) tensor; a plain tensor as is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _like(full: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """`full` laid out as `p`: this rank's slice when `p` is a DTensor (every rank holds the same
+    `full`, so nothing is sent)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(p, DTensor):
+        return full
+    return distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None)
 
 
 class Muon(torch.optim.Optimizer):
@@ -73,7 +92,7 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.mul_(mu).add_(p.grad)
                 blend = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
-                update = newton_schulz(blend, group["ns_steps"])
+                update = _like(newton_schulz(_whole(blend), group["ns_steps"]), p)
                 update *= math.sqrt(max(1.0, p.shape[0] / p.shape[1]))
                 p.mul_(1.0 - lr * wd)
                 p.add_(update.to(p.dtype), alpha=-lr)
