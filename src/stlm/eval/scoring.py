@@ -41,7 +41,8 @@ import torch
 
 from stlm.models.kv_cache import KVCache
 
-
+PREFIX_BITS = 4  # significant bits kept of a shared prefix length (see `_round_down`)
+PAD_RATIO = 0.8  # a batch's rows are at least this fraction of its longest (see `_similar_lengths`)
 
 @dataclass(frozen=True)
 class Score:
@@ -110,27 +111,36 @@ def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequenc
 
 
 def _clusters_by_prefix_length(seqs: list[_Seq]) -> dict[int, list[list[int]]]:
-    """Group sequences that start alike; {shared prefix length: [cluster member indices]}."""
-    order = sorted(range(len(seqs)), key=lambda i: seqs[i].inputs)
-    lcp = [_common(seqs[a].inputs, seqs[b].inputs) for a, b in zip(order, order[1:])]
-    clusters: list[list[int]] = [[order[0]]] if order else []
-    for k, shared in enumerate(lcp):  # link k joins order[k] and order[k + 1]
-        weaker = shared < max(lcp[k - 1] if k else 0, lcp[k + 1] if k + 1 < len(lcp) else 0)
-        if shared == 0 or weaker:
-            clusters.append([order[k + 1]])
+    """Group sequences that start alike; {shared prefix length: [cluster member indices]}.
+
+    Sequences are visited sorted by tokens. Each joins its predecessor's cluster when they share a
+    token and the cluster's shared prefix P shrinks to no less than P (n - 1) / n (n: members so
+    far): running the shorter prefix once then costs no more positions than running P once and
+    the newcomer alone. A question's choices thus stay one cluster even when two of them begin
+    with the same word, and items that share only a header stay apart."""
+    clusters: list[list[int]] = []
+    shared: list[int] = []  # each cluster's common prefix length
+    previous: tuple[int, ...] = ()
+    for i in sorted(range(len(seqs)), key=lambda i: seqs[i].inputs):
+        inputs = seqs[i].inputs
+        link = _common(previous, inputs)
+        if clusters and link > 0 and min(shared[-1], link) * len(clusters[-1]) >= shared[-1] * (len(clusters[-1]) - 1):
+            clusters[-1].append(i)
+            shared[-1] = min(shared[-1], link)
         else:
-            clusters[-1].append(order[k + 1])
+            clusters.append([i])
+            shared.append(len(inputs))
+        previous = inputs
     out: dict[int, list[list[int]]] = defaultdict(list)
-    for members in clusters:
-        first = seqs[members[0]].inputs
-        out[_round_down(min(_common(first, seqs[m].inputs) for m in members))].append(members)
+    for members, length in zip(clusters, shared):
+        out[_round_down(length)].append(members)
     return dict(sorted(out.items(), reverse=True))  # longest first: memory errors show up early
 
 
 def _round_down(n: int) -> int:
-    """`n` with only its 3 highest bits kept (shares at most 1/8 less of a prefix): prefixes of
-    nearly equal length then fill one batch, instead of many batches of a row or two."""
-    drop = max(0, n.bit_length() - 3)
+    """`n` with only its `PREFIX_BITS` highest bits kept (shares at most 1/16 less of a prefix):
+    prefixes of nearly equal length then fill one batch, instead of many batches of a row or two."""
+    drop = max(0, n.bit_length() - PREFIX_BITS)
     return n >> drop << drop
 
 
@@ -161,8 +171,7 @@ def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], bat
 
     tails = sorted(((g, m) for g, members in enumerate(clusters) for m in members if len(seqs[m].inputs) > p),
                    key=lambda gm: -len(seqs[gm[1]].inputs))
-    for start in range(0, len(tails), batch_size):
-        batch = tails[start : start + batch_size]
+    for batch in _similar_lengths(tails, [len(seqs[m].inputs) - p for _, m in tails], batch_size):
         width = len(seqs[batch[0][1]].inputs) - p
         inp = torch.zeros(len(batch), width, dtype=torch.long)
         rows, targets, owners = [], [], []
@@ -176,6 +185,21 @@ def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], bat
         sub = _select(cache, torch.tensor([g for g, _ in batch], device=device))
         hidden = _hidden(model, inp.to(device), sub).flatten(0, 1)
         _add_scores(model, hidden, rows, targets, owners, logprob, misses)
+
+
+def _similar_lengths(rows: list, lengths: list[int], batch_size: int) -> list[list]:
+    """`rows` (sorted by `lengths`, longest first) cut into batches of at most `batch_size` rows
+    whose lengths are all at least `PAD_RATIO` of the batch's first: padding stays under a fifth
+    of a batch (cutting only every `batch_size` rows padded ARC's and MMLU's answers to twice
+    their length)."""
+    batches, start = [], 0
+    while start < len(rows):
+        end = start + 1
+        while end < len(rows) and end - start < batch_size and lengths[end] >= PAD_RATIO * lengths[start]:
+            end += 1
+        batches.append(rows[start:end])
+        start = end
+    return batches
 
 
 def _hidden(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
