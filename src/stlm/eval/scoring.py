@@ -21,14 +21,20 @@ What makes it fast, without changing any result beyond float rounding:
   are cached, and each request runs only its own remainder on top of the cache (the model's KV-cache
   decode path). The choices of a question share the question; a BLiMP pair shares the words before
   the two sentences differ; WinoGrande's two fillings share the text before the blank. Clusters
-  come from the requests sorted by tokens, cut where neighbours share less than their other
-  neighbours do; shared lengths are rounded down to 3 significant bits so that clusters of
-  similar prefix length fill one batch;
+  come from the requests sorted by tokens: a request joins its predecessor's cluster when that
+  costs no more positions than running it apart (`_clusters_by_prefix`); clusters of similar
+  prefix length fill one batch, which runs the shortest of their prefixes (`_prefix_chunks`);
 - the vocabulary projection and softmax (the model's `target_logprobs`) run only where a
-  continuation token is scored, once per distinct position and target, never over the context (with a 50k vocabulary the projection is most of a
-  tiny model's work);
-- remainders are sorted by length so batches pad little; padding goes on the right, where causal
-  attention cannot see it.
+  continuation token is scored, once per distinct position and target, never over the context
+  (with a 50k vocabulary the projection costs a 100M model as much as its body);
+- remainders are sorted by length and batched with rows of similar length (`_similar_lengths`);
+  padding goes on the right, where causal attention cannot see it;
+- batches are cut by a cost model: a forward call's fixed cost (`_call_cost`, in positions: large
+  for a tiny model, where many small calls cost more than padding, ~2 positions at d_model 768).
+Together they run a question once and its context never through the head: against
+lm-evaluation-harness's `hf` backend, which runs every request whole with all logits, scoring
+is 2-5x faster on MMLU and ARC and least on BLiMP, where every token is scored
+(`benchmarks/eval_throughput.py`, docs/speed.md).
 """
 
 from __future__ import annotations
@@ -41,8 +47,9 @@ import torch
 
 from stlm.models.kv_cache import KVCache
 
-PREFIX_BITS = 4  # significant bits kept of a shared prefix length (see `_round_down`)
-PAD_RATIO = 0.8  # a batch's rows are at least this fraction of its longest (see `_similar_lengths`)
+PAD_RATIO = 0.8  # rows whose length is at least this fraction of their batch's longest always join it
+PREFIX_RATIO = 15 / 16  # likewise for the prefixes batched together (members redo what is cut)
+CALL_OVERHEAD_FLOPS = 25e6  # a forward call's fixed cost per layer (its ~30 small ops) in FLOPs of work
 
 @dataclass(frozen=True)
 class Score:
@@ -99,10 +106,11 @@ def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequenc
     was_training = model.training
     model.eval()
     try:
-        for prefix_len, clusters in _clusters_by_prefix_length(seqs).items():
-            for start in range(0, len(clusters), batch_size):
-                _score_chunk(model, seqs, prefix_len, clusters[start : start + batch_size], batch_size,
-                             torch.device(device), logprob, misses)
+        call_cost = _call_cost(model)
+        clusters, shared = _clusters_by_prefix(seqs)
+        for prefix_len, chunk in _prefix_chunks(seqs, clusters, shared, batch_size, call_cost):
+            _score_chunk(model, seqs, prefix_len, chunk, batch_size, call_cost, torch.device(device),
+                         logprob, misses)
     finally:
         model.train(was_training)
     lp, miss = logprob.tolist(), misses.tolist()
@@ -110,8 +118,14 @@ def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequenc
                   sum(len(seqs[i].inputs) - seqs[i].first for i in w), len(w)) for w in which]
 
 
-def _clusters_by_prefix_length(seqs: list[_Seq]) -> dict[int, list[list[int]]]:
-    """Group sequences that start alike; {shared prefix length: [cluster member indices]}.
+def _call_cost(model) -> float:
+    """A forward call's fixed cost in positions: `CALL_OVERHEAD_FLOPS` over the ~24 d_model^2
+    FLOPs a position costs per layer (~64 positions for d_model 128, ~2 for 768)."""
+    return CALL_OVERHEAD_FLOPS / (24 * model.cfg.d_model**2)
+
+
+def _clusters_by_prefix(seqs: list[_Seq]) -> tuple[list[list[int]], list[int]]:
+    """Group sequences that start alike: (clusters of member indices, each one's shared length).
 
     Sequences are visited sorted by tokens. Each joins its predecessor's cluster when they share a
     token and the cluster's shared prefix P shrinks to no less than P (n - 1) / n (n: members so
@@ -119,7 +133,7 @@ def _clusters_by_prefix_length(seqs: list[_Seq]) -> dict[int, list[list[int]]]:
     the newcomer alone. A question's choices thus stay one cluster even when two of them begin
     with the same word, and items that share only a header stay apart."""
     clusters: list[list[int]] = []
-    shared: list[int] = []  # each cluster's common prefix length
+    shared: list[int] = []
     previous: tuple[int, ...] = ()
     for i in sorted(range(len(seqs)), key=lambda i: seqs[i].inputs):
         inputs = seqs[i].inputs
@@ -131,17 +145,29 @@ def _clusters_by_prefix_length(seqs: list[_Seq]) -> dict[int, list[list[int]]]:
             clusters.append([i])
             shared.append(len(inputs))
         previous = inputs
-    out: dict[int, list[list[int]]] = defaultdict(list)
-    for members, length in zip(clusters, shared):
-        out[_round_down(length)].append(members)
-    return dict(sorted(out.items(), reverse=True))  # longest first: memory errors show up early
+    return clusters, shared
 
 
-def _round_down(n: int) -> int:
-    """`n` with only its `PREFIX_BITS` highest bits kept (shares at most 1/16 less of a prefix):
-    prefixes of nearly equal length then fill one batch, instead of many batches of a row or two."""
-    drop = max(0, n.bit_length() - PREFIX_BITS)
-    return n >> drop << drop
+def _prefix_chunks(seqs: list[_Seq], clusters: list[list[int]], shared: list[int], batch_size: int,
+                   call_cost: float) -> list[tuple[int, list[list[int]]]]:
+    """Clusters batched for their prefix runs, longest prefix first (memory errors show up early):
+    [(prefix length run, clusters)]. A batch runs the shortest prefix among its clusters; a cluster
+    joins the batch while the positions this moves into members' remainders, added up over the
+    batch, cost less than a call, or its prefix is at least `PREFIX_RATIO` of the batch's longest."""
+    chunks: list[tuple[int, list[list[int]]]] = []
+    longest = members = recomputed = 0
+    for c in sorted(range(len(clusters)), key=lambda c: -shared[c]):
+        if chunks:
+            length, chunk = chunks[-1]
+            more = (length - shared[c]) * (members - len(chunk))  # prefix positions members redo
+            if len(chunk) < batch_size and (recomputed + more <= call_cost or shared[c] >= PREFIX_RATIO * longest):
+                chunk.append(clusters[c])
+                chunks[-1] = (shared[c], chunk)
+                members, recomputed = members + len(clusters[c]), recomputed + more
+                continue
+        chunks.append((shared[c], [clusters[c]]))
+        longest, members, recomputed = shared[c], len(clusters[c]), 0
+    return chunks
 
 
 def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -153,7 +179,7 @@ def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 
 
 def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], batch_size: int,
-                 device: torch.device, logprob: torch.Tensor, misses: torch.Tensor) -> None:
+                 call_cost: float, device: torch.device, logprob: torch.Tensor, misses: torch.Tensor) -> None:
     """Run the clusters' shared prefixes (length p) as one batch, then every member's remainder on
     top of its prefix's cache; add each scored token's log-probability to its sequence's total."""
     cache = model.new_cache()
@@ -171,7 +197,7 @@ def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], bat
 
     tails = sorted(((g, m) for g, members in enumerate(clusters) for m in members if len(seqs[m].inputs) > p),
                    key=lambda gm: -len(seqs[gm[1]].inputs))
-    for batch in _similar_lengths(tails, [len(seqs[m].inputs) - p for _, m in tails], batch_size):
+    for batch in _similar_lengths(tails, [len(seqs[m].inputs) - p for _, m in tails], batch_size, call_cost):
         width = len(seqs[batch[0][1]].inputs) - p
         inp = torch.zeros(len(batch), width, dtype=torch.long)
         rows, targets, owners = [], [], []
@@ -187,16 +213,19 @@ def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], bat
         _add_scores(model, hidden, rows, targets, owners, logprob, misses)
 
 
-def _similar_lengths(rows: list, lengths: list[int], batch_size: int) -> list[list]:
-    """`rows` (sorted by `lengths`, longest first) cut into batches of at most `batch_size` rows
-    whose lengths are all at least `PAD_RATIO` of the batch's first: padding stays under a fifth
-    of a batch (cutting only every `batch_size` rows padded ARC's and MMLU's answers to twice
-    their length)."""
+def _similar_lengths(rows: list, lengths: list[int], batch_size: int, call_cost: float) -> list[list]:
+    """`rows` (sorted by `lengths`, longest first) cut into batches of at most `batch_size` rows: a
+    row joins the batch while the batch's padding stays under a call's cost, or its length is at
+    least `PAD_RATIO` of the batch's first (cutting only every `batch_size` rows padded ARC's and
+    MMLU's answers to twice their length)."""
     batches, start = [], 0
     while start < len(rows):
-        end = start + 1
-        while end < len(rows) and end - start < batch_size and lengths[end] >= PAD_RATIO * lengths[start]:
-            end += 1
+        end, padding = start + 1, 0
+        while end < len(rows) and end - start < batch_size:
+            gap = lengths[start] - lengths[end]
+            if padding + gap > call_cost and lengths[end] < PAD_RATIO * lengths[start]:
+                break
+            padding, end = padding + gap, end + 1
         batches.append(rows[start:end])
         start = end
     return batches
