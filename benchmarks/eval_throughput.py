@@ -22,7 +22,8 @@ Each task is timed in three phases, for both systems in the same run, alternatin
   lm-eval: the rest of `evaluator.evaluate`: filters, `process_results`, aggregation).
 Reading the data files is not timed. Figures are medians over --repeats; the ratio is lm-eval's
 time over ours (above 1: stlm is faster). Each task's row also says how many items get the same
-prediction from both and the largest difference of a log-likelihood.
+prediction from both and the largest difference of a log-likelihood. With `--full`, stlm also
+runs alone on the whole standard split of every task (the acceptance run on the full sets).
 
     python benchmarks/eval_throughput.py                          # every size, 40 items per task
     python benchmarks/eval_throughput.py --sizes 1m --compare 200 --repeats 5 --threads 1
@@ -45,7 +46,7 @@ import torch
 
 from stlm.config.loader import compose_config
 from stlm.eval.metrics import summarize
-from stlm.eval.runner import build_requests, judge_items, select_subset
+from stlm.eval.runner import build_requests, judge_items, run_task, select_subset
 from stlm.eval.scoring import score_continuations
 from stlm.eval.tasks import TASKS
 from stlm.models import build_model
@@ -183,6 +184,14 @@ def run_size(size, args, data, folder):
     for p in [*PHASES, "all"]:
         ours, theirs = (sum(totals[q][i] for q in PHASES) for i in (0, 1)) if p == "all" else totals[p]
         print(f"| **all tasks** | | {p} | {ours:.3f} | {theirs:.3f} | **{theirs / ours:.1f}x** | | |")
+    if args.full:
+        print(f"\nstlm eval alone on the full standard splits ({size}):\n\n| task | items | seconds | items/s | acc |\n"
+              "|---|---:|---:|---:|---:|")
+        for name in TASKS:
+            if name == "arc_challenge":
+                continue  # not in ../shared/data
+            s = run_task(TASKS[name], model, tok, data, batch_size=args.batch_size).summary
+            print(f"| {name} | {s['n']} | {s['seconds']:.1f} | {s['items_per_s']:.1f} | {100 * s['acc']:.1f} |")
 
 
 def main() -> None:
@@ -192,6 +201,7 @@ def main() -> None:
     p.add_argument("--sizes", default=",".join(SIZES), help=f"model sizes among {', '.join(SIZES)}")
     p.add_argument("--compare", type=int, default=40, help="items per task timed on both backends")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per task; medians are reported")
+    p.add_argument("--full", action="store_true", help="also run stlm alone on every task's full split")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", default="cpu")

@@ -39,7 +39,6 @@ is 2-5x faster on MMLU and ARC and least on BLiMP, where every token is scored
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
