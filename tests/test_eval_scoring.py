@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from stlm.config.schema import ModelConfig, MoDConfig
 from stlm.eval.requests import encode_requests, split_pair
+from stlm.eval import scoring
 from stlm.eval.scoring import score_continuations
 from stlm.models import build_model
 from stlm.tokenizers import ByteTokenizer
@@ -179,12 +180,8 @@ def test_shared_prefix_scores_equal_plain_forward_in_any_order(batch_size):
         assert score.logprob == pytest.approx(plain[i], abs=1e-5)
 
 
-def test_choices_share_their_question_once():
-    """Four choices after one question run the question once, even when two choices begin with
-    the same token (which once split the item in two); two items that share only a first token
-    run their questions apart. Counted as positions the model encodes."""
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, context_length=128), 100).eval()
+def counting_encodes(model) -> list[int]:
+    """The positions (batch x length) of every `encode` call the model gets from now on."""
     encoded = []
     encode = model.encode
 
@@ -193,6 +190,18 @@ def test_choices_share_their_question_once():
         return encode(ids, **kwargs)
 
     model.encode = counting
+    return encoded
+
+
+def test_choices_share_their_question_once(monkeypatch):
+    """Four choices after one question run the question once, even when two choices begin with
+    the same token (which once split the item in two); two items that share only a first token
+    run their questions apart. Counted as positions the model encodes, with calls costing
+    nothing extra (the cost model then weighs positions alone)."""
+    monkeypatch.setattr(scoring, "CALL_OVERHEAD_FLOPS", 0.0)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, context_length=128), 100).eval()
+    encoded = counting_encodes(model)
     question = [1] + list(range(2, 41))  # 40 tokens
     choices = [[70, 80, 1], [70, 90, 1], [71, 81, 1], [72, 82, 1]]  # inputs: question + 2 tokens
     score_continuations(model, [(question, c) for c in choices], batch_size=8)
@@ -201,3 +210,25 @@ def test_choices_share_their_question_once():
     other = [1] + list(range(41, 80))
     score_continuations(model, [(q, c) for q in (question, other) for c in ([70, 80], [71, 80])], batch_size=8)
     assert sum(encoded) == 2 * len(question) + 4  # each question once, then each choice's token
+
+
+def test_tiny_model_runs_few_calls_where_sharing_saves_little(monkeypatch):
+    """Pairs of sentences sharing a word or two (BLiMP-like): for a tiny model a forward call
+    costs more than the positions sharing would save, so all 24 requests run whole in one call;
+    with calls free, the shared words run once and there are more calls."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, context_length=64), 100).eval()
+    rng = random.Random(4)
+    reqs = []
+    for _ in range(12):
+        words = [rng.randrange(1, 100) for _ in range(rng.randint(6, 14))]
+        cut = rng.randint(1, 3)
+        reqs += [([0], words), ([0], words[:cut] + [rng.randrange(1, 100)] + words[cut + 1:])]
+    encoded = counting_encodes(model)
+    tiny = score_continuations(model, reqs, batch_size=64)
+    assert len(encoded) == 1 and scoring._call_cost(model) > 1000
+    encoded.clear()
+    monkeypatch.setattr(scoring, "CALL_OVERHEAD_FLOPS", 0.0)
+    free = score_continuations(model, reqs, batch_size=64)
+    assert len(encoded) > 1
+    assert [s.logprob for s in tiny] == pytest.approx([s.logprob for s in free], abs=1e-5)

@@ -30,7 +30,9 @@ What makes it fast, without changing any result beyond float rounding:
 - remainders are sorted by length and batched with rows of similar length (`_similar_lengths`);
   padding goes on the right, where causal attention cannot see it;
 - batches are cut by a cost model: a forward call's fixed cost (`_call_cost`, in positions: large
-  for a tiny model, where many small calls cost more than padding, ~2 positions at d_model 768).
+  for a tiny model, where many small calls cost more than padding, ~2 positions at d_model 768);
+  where sharing saves less than its extra calls cost (a tiny model on BLiMP), the requests run
+  whole, batched by length, as the harness runs them (`_cost` picks the cheaper plan).
 Together they run a question once and its context never through the head: against
 lm-evaluation-harness's `hf` backend, which runs every request whole with all logits, scoring
 is 2-5x faster on MMLU and ARC and least on BLiMP, where every token is scored
@@ -106,8 +108,10 @@ def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequenc
     model.eval()
     try:
         call_cost = _call_cost(model)
-        clusters, shared = _clusters_by_prefix(seqs)
-        for prefix_len, chunk in _prefix_chunks(seqs, clusters, shared, batch_size, call_cost):
+        sharing = _prefix_chunks(*_clusters_by_prefix(seqs), batch_size, call_cost)
+        plain = [(0, [[i] for i in range(len(seqs))])]  # whole sequences, batched by length
+        plan = min(sharing, plain, key=lambda chunks: _cost(seqs, chunks, batch_size, call_cost))
+        for prefix_len, chunk in plan:
             _score_chunk(model, seqs, prefix_len, chunk, batch_size, call_cost, torch.device(device),
                          logprob, misses)
     finally:
@@ -147,8 +151,7 @@ def _clusters_by_prefix(seqs: list[_Seq]) -> tuple[list[list[int]], list[int]]:
     return clusters, shared
 
 
-def _prefix_chunks(seqs: list[_Seq], clusters: list[list[int]], shared: list[int], batch_size: int,
-                   call_cost: float) -> list[tuple[int, list[list[int]]]]:
+def _prefix_chunks(clusters: list[list[int]], shared: list[int], batch_size: int, call_cost: float) -> list[tuple[int, list[list[int]]]]:
     """Clusters batched for their prefix runs, longest prefix first (memory errors show up early):
     [(prefix length run, clusters)]. A batch runs the shortest prefix among its clusters; a cluster
     joins the batch while the positions this moves into members' remainders, added up over the
@@ -177,26 +180,48 @@ def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return n
 
 
-def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], batch_size: int,
-                 call_cost: float, device: torch.device, logprob: torch.Tensor, misses: torch.Tensor) -> None:
-    """Run the clusters' shared prefixes (length p) as one batch, then every member's remainder on
-    top of its prefix's cache; add each scored token's log-probability to its sequence's total."""
-    cache = model.new_cache()
-    prefix = torch.tensor([seqs[c[0]].inputs[:p] for c in clusters], dtype=torch.long, device=device)
-    hidden = _hidden(model, prefix, cache).flatten(0, 1)  # row g * p + j: cluster g, position j
-    rows, targets, owners = [], [], []
-    for g, members in enumerate(clusters):
-        for m in members:
-            s = seqs[m]
-            for j in range(s.first, p):
-                rows.append(g * p + j)
-                targets.append(s.targets[j])
-                owners.append(m)
-    _add_scores(model, hidden, rows, targets, owners, logprob, misses)
+def _cost(seqs: list[_Seq], chunks: list[tuple[int, list[list[int]]]], batch_size: int, call_cost: float) -> float:
+    """What running `chunks` costs, in positions (padding included) plus `call_cost` per call."""
+    total = 0.0
+    for p, clusters in chunks:
+        if p > 0:
+            total += p * len(clusters) + call_cost
+        _, lengths = _tails(seqs, p, clusters)
+        for batch in _similar_lengths(lengths, lengths, batch_size, call_cost):
+            total += batch[0] * len(batch) + call_cost
+    return total
 
+
+def _tails(seqs: list[_Seq], p: int, clusters: list[list[int]]) -> tuple[list[tuple[int, int]], list[int]]:
+    """The members that go on after the prefix, as (cluster, member), longest first, and the
+    lengths they go on for."""
     tails = sorted(((g, m) for g, members in enumerate(clusters) for m in members if len(seqs[m].inputs) > p),
                    key=lambda gm: -len(seqs[gm[1]].inputs))
-    for batch in _similar_lengths(tails, [len(seqs[m].inputs) - p for _, m in tails], batch_size, call_cost):
+    return tails, [len(seqs[m].inputs) - p for _, m in tails]
+
+
+def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], batch_size: int,
+                 call_cost: float, device: torch.device, logprob: torch.Tensor, misses: torch.Tensor) -> None:
+    """Run the clusters' shared prefixes (length p; none when 0) as one batch, then every member's
+    remainder on top of its prefix's cache; add each scored token's log-probability to its
+    sequence's total."""
+    cache = None
+    if p > 0:
+        cache = model.new_cache()
+        prefix = torch.tensor([seqs[c[0]].inputs[:p] for c in clusters], dtype=torch.long, device=device)
+        hidden = _hidden(model, prefix, cache).flatten(0, 1)  # row g * p + j: cluster g, position j
+        rows, targets, owners = [], [], []
+        for g, members in enumerate(clusters):
+            for m in members:
+                s = seqs[m]
+                for j in range(s.first, p):
+                    rows.append(g * p + j)
+                    targets.append(s.targets[j])
+                    owners.append(m)
+        _add_scores(model, hidden, rows, targets, owners, logprob, misses)
+
+    tails, lengths = _tails(seqs, p, clusters)
+    for batch in _similar_lengths(tails, lengths, batch_size, call_cost):
         width = len(seqs[batch[0][1]].inputs) - p
         inp = torch.zeros(len(batch), width, dtype=torch.long)
         rows, targets, owners = [], [], []
@@ -207,7 +232,7 @@ def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], bat
                 rows.append(r * width + j - p)
                 targets.append(s.targets[j])
                 owners.append(m)
-        sub = _select(cache, torch.tensor([g for g, _ in batch], device=device))
+        sub = None if cache is None else _select(cache, torch.tensor([g for g, _ in batch], device=device))
         hidden = _hidden(model, inp.to(device), sub).flatten(0, 1)
         _add_scores(model, hidden, rows, targets, owners, logprob, misses)
 
@@ -230,8 +255,8 @@ def _similar_lengths(rows: list, lengths: list[int], batch_size: int, call_cost:
     return batches
 
 
-def _hidden(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """The final hidden states (B, T, d_model) of ids continuing the cache (advanced)."""
+def _hidden(model, ids: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    """The final hidden states (B, T, d_model) of ids continuing the cache (advanced), if any."""
     return model.encode(ids, cache=cache)
 
 
