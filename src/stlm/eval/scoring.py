@@ -26,7 +26,8 @@ What makes it fast, without changing any result beyond float rounding:
   prefix length fill one batch, which runs the shortest of their prefixes (`_prefix_chunks`);
 - the vocabulary projection and softmax (the model's `target_logprobs`) run only where a
   continuation token is scored, once per distinct position and target, never over the context
-  (with a 50k vocabulary the projection costs a 100M model as much as its body);
+  (with a 50k vocabulary the projection costs a 100M model nearly as much as its body), and on
+  many forward calls' positions at once (`_HeadQueue`);
 - remainders are sorted by length and batched with rows of similar length (`_similar_lengths`);
   padding goes on the right, where causal attention cannot see it;
 - batches are cut by a cost model: a forward call's fixed cost (`_call_cost`, in positions: large
@@ -51,6 +52,8 @@ from stlm.models.kv_cache import KVCache
 PAD_RATIO = 0.8  # rows whose length is at least this fraction of their batch's longest always join it
 PREFIX_RATIO = 15 / 16  # likewise for the prefixes batched together (members redo what is cut)
 CALL_OVERHEAD_FLOPS = 25e6  # a forward call's fixed cost per layer (its ~30 small ops) in FLOPs of work
+WEIGHT_READ_POSITIONS = 16  # ... plus reading weights that exceed the caches, in positions (see _call_cost)
+HEAD_ROWS = 1024  # scored positions queued before the head runs on them
 
 @dataclass(frozen=True)
 class Score:
@@ -102,8 +105,7 @@ def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequenc
             raise ValueError("a context must have at least one token (use the end-of-text id)")
         which.append([index.setdefault(seq, len(index)) for seq in _windows(ctx, cont, window)])
     seqs = list(index)
-    logprob = torch.zeros(len(seqs), dtype=torch.float64)
-    misses = torch.zeros(len(seqs), dtype=torch.long)  # scored tokens that were not the argmax
+    queue = _HeadQueue(model, len(seqs))
     was_training = model.training
     model.eval()
     try:
@@ -112,19 +114,21 @@ def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequenc
         plain = [(0, [[i] for i in range(len(seqs))])]  # whole sequences, batched by length
         plan = min(sharing, plain, key=lambda chunks: _cost(seqs, chunks, batch_size, call_cost))
         for prefix_len, chunk in plan:
-            _score_chunk(model, seqs, prefix_len, chunk, batch_size, call_cost, torch.device(device),
-                         logprob, misses)
+            _score_chunk(model, seqs, prefix_len, chunk, batch_size, call_cost, torch.device(device), queue)
+        queue.flush()
     finally:
         model.train(was_training)
-    lp, miss = logprob.tolist(), misses.tolist()
+    lp, miss = queue.logprob.tolist(), queue.misses.tolist()
     return [Score(sum(lp[i] for i in w), not any(miss[i] for i in w),
                   sum(len(seqs[i].inputs) - seqs[i].first for i in w), len(w)) for w in which]
 
 
 def _call_cost(model) -> float:
     """A forward call's fixed cost in positions: `CALL_OVERHEAD_FLOPS` over the ~24 d_model^2
-    FLOPs a position costs per layer (~64 positions for d_model 128, ~2 for 768)."""
-    return CALL_OVERHEAD_FLOPS / (24 * model.cfg.d_model**2)
+    FLOPs a position costs per layer (~64 positions for d_model 128, ~2 for 768), plus reading
+    the weights once per call (a position costs 2 FLOPs per weight, reading it 4 bytes: ~16
+    positions' time where memory is ~8x slower than arithmetic; measured on a 100M model)."""
+    return CALL_OVERHEAD_FLOPS / (24 * model.cfg.d_model**2) + WEIGHT_READ_POSITIONS
 
 
 def _clusters_by_prefix(seqs: list[_Seq]) -> tuple[list[list[int]], list[int]]:
@@ -201,7 +205,7 @@ def _tails(seqs: list[_Seq], p: int, clusters: list[list[int]]) -> tuple[list[tu
 
 
 def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], batch_size: int,
-                 call_cost: float, device: torch.device, logprob: torch.Tensor, misses: torch.Tensor) -> None:
+                 call_cost: float, device: torch.device, queue: _HeadQueue) -> None:
     """Run the clusters' shared prefixes (length p; none when 0) as one batch, then every member's
     remainder on top of its prefix's cache; add each scored token's log-probability to its
     sequence's total."""
@@ -218,7 +222,7 @@ def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], bat
                     rows.append(g * p + j)
                     targets.append(s.targets[j])
                     owners.append(m)
-        _add_scores(model, hidden, rows, targets, owners, logprob, misses)
+        queue.add(hidden, rows, targets, owners)
 
     tails, lengths = _tails(seqs, p, clusters)
     for batch in _similar_lengths(tails, lengths, batch_size, call_cost):
@@ -234,7 +238,7 @@ def _score_chunk(model, seqs: list[_Seq], p: int, clusters: list[list[int]], bat
                 owners.append(m)
         sub = None if cache is None else _select(cache, torch.tensor([g for g, _ in batch], device=device))
         hidden = _hidden(model, inp.to(device), sub).flatten(0, 1)
-        _add_scores(model, hidden, rows, targets, owners, logprob, misses)
+        queue.add(hidden, rows, targets, owners)
 
 
 def _similar_lengths(rows: list, lengths: list[int], batch_size: int, call_cost: float) -> list[list]:
@@ -265,14 +269,41 @@ def _select(cache: KVCache, index: torch.Tensor) -> KVCache:
     return cache.select(index)
 
 
-def _add_scores(model, hidden: torch.Tensor, rows: list[int], targets: list[int], owners: list[int],
-                logprob: torch.Tensor, misses: torch.Tensor) -> None:
-    """log p(target | hidden[row]) and whether it is the argmax, added to each owner's totals. The
-    head runs once per distinct (row, target) (a prefix position can serve several sequences)."""
-    if not rows:
-        return
-    pairs, where = torch.tensor(list(zip(rows, targets))).unique(dim=0, return_inverse=True)
-    lp, hit = model.target_logprobs(hidden[pairs[:, 0].to(hidden.device)], pairs[:, 1].to(hidden.device))
-    owners_t = torch.tensor(owners)
-    logprob.index_add_(0, owners_t, lp.cpu().double()[where])
-    misses.index_add_(0, owners_t, (~hit.cpu())[where].long())
+class _HeadQueue:
+    """Scored positions waiting for the head: their hidden states, targets and owners. The head
+    (the vocabulary projection, as big as the whole body of a 100M model with GPT-2's vocabulary)
+    runs once per `HEAD_ROWS` queued positions rather than once per forward call, so its weights
+    are read from memory a few times per task, not once per call; log p(target) and whether it is
+    the argmax are then added to each owner's totals."""
+
+    def __init__(self, model, n_seqs: int):
+        self.model = model
+        self.logprob = torch.zeros(n_seqs, dtype=torch.float64)
+        self.misses = torch.zeros(n_seqs, dtype=torch.long)  # scored tokens that were not the argmax
+        self.hidden: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.owners: list[torch.Tensor] = []
+        self.queued = 0
+
+    def add(self, hidden: torch.Tensor, rows: list[int], targets: list[int], owners: list[int]) -> None:
+        """Queue hidden[row] -> target for each owner; a (row, target) pair serving several owners
+        (a prefix position shared by several sequences) is queued once."""
+        if not rows:
+            return
+        pairs, where = torch.tensor(list(zip(rows, targets))).unique(dim=0, return_inverse=True)
+        self.hidden.append(hidden[pairs[:, 0].to(hidden.device)])
+        self.targets.append(pairs[:, 1])
+        self.owners.append(torch.stack([torch.tensor(owners), where + self.queued]))
+        self.queued += len(pairs)
+        if self.queued >= HEAD_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.queued:
+            return
+        hidden = torch.cat(self.hidden)
+        lp, hit = self.model.target_logprobs(hidden, torch.cat(self.targets).to(hidden.device))
+        owners, where = torch.cat(self.owners, dim=1)
+        self.logprob.index_add_(0, owners, lp.cpu().double()[where])
+        self.misses.index_add_(0, owners, (~hit.cpu())[where].long())
+        self.hidden, self.targets, self.owners, self.queued = [], [], [], 0
