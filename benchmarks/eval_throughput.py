@@ -33,7 +33,9 @@ runs alone on the whole standard split of every task (the acceptance run on the 
 from __future__ import annotations
 
 import os
+
 os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars (read when tqdm is imported)
+import stlm  # noqa: E402,F401  before torch: stlm picks the CPU threads' wait policy (docs/speed.md)
 
 import argparse
 import logging
