@@ -54,6 +54,7 @@ CALL_OVERHEAD_FLOPS = 25e6  # a forward call's fixed cost per layer (its ~30 sma
 WEIGHT_READ_POSITIONS = 16  # ... plus reading weights that exceed the caches, in positions (see _call_cost)
 HEAD_ROWS = 1024  # scored positions queued before the head runs on them
 
+
 @dataclass(frozen=True)
 class Score:
     logprob: float  # summed log-probability of the continuation, in nats
