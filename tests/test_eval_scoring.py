@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from stlm.config.schema import ModelConfig, MoDConfig
 from stlm.eval.requests import encode_requests, split_pair
+from stlm.eval import scoring
 from stlm.eval.scoring import score_continuations
 from stlm.models import build_model
 from stlm.tokenizers import ByteTokenizer
@@ -147,3 +148,87 @@ def test_scoring_uses_the_trained_window_and_scores_long_continuations_whole():
     assert got[1].logprob != got[2].logprob  # keeping only the last 8 tokens made these two tie
     # the default window is the model's context length
     assert score_continuations(model, [short])[0].logprob == pytest.approx(reference(model, *short)[0], abs=1e-4)
+
+
+def multiple_choice_requests(rng, vocab, n_items):
+    """Items like real tasks': a header shared by every item, a question, 2-5 choices of which
+    some begin with the same tokens; a few items repeat, a few choices are longer than the window."""
+    header = [rng.randrange(vocab) for _ in range(3)]
+    reqs = []
+    for _ in range(n_items):
+        question = header + [rng.randrange(vocab) for _ in range(rng.randint(1, 40))]
+        opening = [rng.randrange(vocab) for _ in range(rng.randint(1, 3))]
+        for _ in range(rng.randint(2, 5)):
+            start = opening if rng.random() < 0.5 else []
+            reqs.append((question, start + [rng.randrange(vocab) for _ in range(rng.randint(1, 30))]))
+    return reqs + reqs[:5]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_shared_prefix_scores_equal_plain_forward_in_any_order(batch_size):
+    """Each request's log-likelihood from prefix sharing and length batching equals one plain
+    forward pass of that request alone (1e-5 nats), whatever the batch size and request order."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
+                                    context_length=48), 97).eval()
+    reqs = multiple_choice_requests(random.Random(3), 97, 30)
+    plain = [window_reference(model, ctx, cont, 48)[0] for ctx, cont in reqs]
+    order = list(range(len(reqs)))
+    random.Random(batch_size).shuffle(order)
+    got = score_continuations(model, [reqs[i] for i in order], batch_size=batch_size)
+    for i, score in zip(order, got):
+        assert score.logprob == pytest.approx(plain[i], abs=1e-5)
+
+
+def counting_encodes(model) -> list[int]:
+    """The positions (batch x length) of every `encode` call the model gets from now on."""
+    encoded = []
+    encode = model.encode
+
+    def counting(ids, **kwargs):
+        encoded.append(ids.numel())
+        return encode(ids, **kwargs)
+
+    model.encode = counting
+    return encoded
+
+
+def test_choices_share_their_question_once(monkeypatch):
+    """Four choices after one question run the question once, even when two choices begin with
+    the same token (which once split the item in two); two items that share only a first token
+    run their questions apart. Counted as positions the model encodes, with calls costing
+    nothing extra (the cost model then weighs positions alone)."""
+    monkeypatch.setattr(scoring, "CALL_OVERHEAD_FLOPS", 0.0)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, context_length=128), 100).eval()
+    encoded = counting_encodes(model)
+    question = [1] + list(range(2, 41))  # 40 tokens
+    choices = [[70, 80, 1], [70, 90, 1], [71, 81, 1], [72, 82, 1]]  # inputs: question + 2 tokens
+    score_continuations(model, [(question, c) for c in choices], batch_size=8)
+    assert sum(encoded) == len(question) + 2 * len(choices)
+    encoded.clear()
+    other = [1] + list(range(41, 80))
+    score_continuations(model, [(q, c) for q in (question, other) for c in ([70, 80], [71, 80])], batch_size=8)
+    assert sum(encoded) == 2 * len(question) + 4  # each question once, then each choice's token
+
+
+def test_tiny_model_runs_few_calls_where_sharing_saves_little(monkeypatch):
+    """Pairs of sentences sharing a word or two (BLiMP-like): for a tiny model a forward call
+    costs more than the positions sharing would save, so all 24 requests run whole in one call;
+    with calls free, the shared words run once and there are more calls."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, context_length=64), 100).eval()
+    rng = random.Random(4)
+    reqs = []
+    for _ in range(12):
+        words = [rng.randrange(1, 100) for _ in range(rng.randint(6, 14))]
+        cut = rng.randint(1, 3)
+        reqs += [([0], words), ([0], words[:cut] + [rng.randrange(1, 100)] + words[cut + 1:])]
+    encoded = counting_encodes(model)
+    tiny = score_continuations(model, reqs, batch_size=64)
+    assert len(encoded) == 1 and scoring._call_cost(model) > 1000
+    encoded.clear()
+    monkeypatch.setattr(scoring, "CALL_OVERHEAD_FLOPS", 0.0)
+    free = score_continuations(model, reqs, batch_size=64)
+    assert len(encoded) > 1
+    assert [s.logprob for s in tiny] == pytest.approx([s.logprob for s in free], abs=1e-5)

@@ -19,7 +19,7 @@ import torch
 
 from stlm.eval.metrics import ItemResult, judge, summarize
 from stlm.eval.requests import encode_requests
-from stlm.eval.scoring import score_continuations
+from stlm.eval.scoring import Score, score_continuations
 from stlm.eval.sources import Record
 from stlm.eval.tasks.base import Item, MultipleChoiceTask
 from stlm.tokenizers.base import Tokenizer
@@ -57,6 +57,22 @@ class TaskRun:
 PROGRESS_ITEMS = 512  # items scored between two progress reports (results equal to float rounding)
 
 
+def build_requests(tokenizer: Tokenizer, items: Sequence[Item],
+                   prefix_token_id: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """The token requests (context ids, continuation ids) of `items`, every item's in order."""
+    return encode_requests(tokenizer, [req for item in items for req in item.requests], prefix_token_id)
+
+
+def judge_items(items: Sequence[Item], scores: Sequence[Score]) -> list[ItemResult]:
+    """Each item's outcome from the scores of its requests (`scores` in `build_requests` order)."""
+    out, pos = [], 0
+    for item in items:
+        mine = scores[pos : pos + len(item.requests)]
+        out.append(judge(item, [s.logprob for s in mine], long=any(s.windows > 1 for s in mine)))
+        pos += len(item.requests)
+    return out
+
+
 def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: Sequence[Item], batch_size: int = 64,
                 device: torch.device | str | None = None, prefix_token_id: int | None = None,
                 context_length: int | None = None,
@@ -66,14 +82,8 @@ def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: Sequence[It
     out: list[ItemResult] = []
     for start in range(0, len(items), PROGRESS_ITEMS):
         chunk = items[start : start + PROGRESS_ITEMS]
-        pairs = [req for item in chunk for req in item.requests]
-        scores = score_continuations(model, encode_requests(tokenizer, pairs, prefix_token_id), batch_size, device, context_length)
-        pos = 0
-        for item in chunk:
-            n = len(item.requests)
-            mine = scores[pos : pos + n]
-            out.append(judge(item, [s.logprob for s in mine], long=any(s.windows > 1 for s in mine)))
-            pos += n
+        requests = build_requests(tokenizer, chunk, prefix_token_id)
+        out += judge_items(chunk, score_continuations(model, requests, batch_size, device, context_length))
         if progress is not None:
             progress(len(out), len(items))
     return out

@@ -74,6 +74,9 @@ class TokenHead(nn.Module):
         for start in range(0, h.shape[0], step):
             logits = self(h[start : start + step]).float()
             t = targets[start : start + step].clamp(min=0)
-            logp[start : start + step] = logits.gather(-1, t[:, None])[:, 0] - logits.logsumexp(-1)
-            greedy[start : start + step] = logits.argmax(-1) == t
+            chosen = logits.gather(-1, t[:, None])[:, 0]
+            top, argmax = logits.max(-1)  # one pass gives the argmax and logsumexp's shift
+            log_total = logits.sub_(top[:, None]).exp_().sum(-1).log_()  # in place: no second copy
+            logp[start : start + step] = chosen - top - log_total
+            greedy[start : start + step] = argmax == t
         return logp, greedy
