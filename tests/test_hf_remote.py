@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from stlm.cli import main
 from stlm.config import compose_config
@@ -40,6 +41,10 @@ ARCHITECTURES = ["baseline", "byte_token", "gpt2", "learned_pe", "llama_modern",
                  "llama_shared", "llama_shared_lora", "llama_spmlp", "simple_ffn", "sincos_pe", "sllama",
                  "sllama_noshare", "tiny-1m-layerskip", "tiny-1m-mtp"]
 UNEXPORTABLE = ["byte_pooled", "byte_pooled_query"]  # the byte decoder head (see the refusal test)
+# Not a preset: the byte-pooled embedder under a token head, on a BPE whose id -> bytes table
+# (filled from the tokenizer, not a weight) must travel with the export.
+BYTE_POOLED_TOKEN_HEAD = "byte_pooled-token-head"
+CASES = ARCHITECTURES + [BYTE_POOLED_TOKEN_HEAD]
 TINY = ["model.vocab_size=null", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=null",
         "model.d_ff=64", "model.context_length=64", "data.tokenizer.kind=byte"]
 TEXT = "Once upon a time, a tiny model"
@@ -50,13 +55,13 @@ ALLOWED_OUTSIDE_MODELS = {"stlm.hf.modeling_stlm", "stlm.config.schema", "stlm.e
                           "stlm.data.chunks", "stlm.tokenizers.base", "stlm.tokenizers.byte", "stlm.fileio"}
 
 
-def _random_run(root: Path, preset: str, tokenizer=None, *extra: str) -> Path:
+def _random_run(root: Path, preset: str, tokenizer=None, *extra: str, name: str | None = None) -> Path:
     """A run directory holding a seeded random model of `preset` at a tiny size (`extra` overrides
     replace TINY's of the same key); every weight is perturbed, so zero-initialised parts (LoRA's
     B) matter too."""
     keys = {e.split("=")[0] for e in extra}
     tiny = [t for t in TINY if t.split("=")[0] not in keys]
-    cfg = compose_config([f"model={preset}", f"runs_dir={root / 'runs'}", f"run_name={preset}", *tiny, *extra])
+    cfg = compose_config([f"model={preset}", f"runs_dir={root / 'runs'}", f"run_name={name or preset}", *tiny, *extra])
     tok = tokenizer or ByteTokenizer()
     run = create_run_dir(cfg)
     tok.save(run / "tokenizer")
@@ -79,28 +84,37 @@ def _greedy(model, ids: torch.Tensor, n: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """{preset: (export folder, what the fresh interpreter must find)} for every exportable preset."""
+    """{case: (export folder, what the fresh interpreter must find)} for every case."""
+    from stlm.tokenizers import BPETokenizer
+
     root = tmp_path_factory.mktemp("zoo")
     done = {}
-    for preset in ARCHITECTURES:
-        run = _random_run(root, preset)
-        out = root / "hf" / preset
+    for case in CASES:
+        if case == BYTE_POOLED_TOKEN_HEAD:
+            bpe = BPETokenizer.train(["Once upon a time, the tiny cat sat on a mat. " * 40], 300)
+            run = _random_run(root, "byte_pooled", bpe, "model.head=token", "data.tokenizer.kind=bpe",
+                              "model.byte_chunk_max=48", name=case)
+        else:
+            run = _random_run(root, case)
+        out = root / "hf" / case
         assert main(["export", str(run), str(out)]) == 0
-        ours = load_run(run).model
-        ids = torch.tensor([ByteTokenizer().encode(TEXT)])
+        loaded = load_run(run)
+        ours = loaded.model
+        ids = torch.tensor([loaded.tokenizer.encode(TEXT)])
         with torch.no_grad():
             logits = ours(ids).logits
         remote = not is_plain_llama(ours.cfg)
-        if remote:
+        if remote:  # every tensor, aliases and the buffers computed at construction or from the tokenizer too
             ties = {f"model.{k}": f"model.{v}" for k, v in aliases(ours).items()}
-            state = {f"model.{k}": v for k, v in ours.state_dict().items()}
+            state = {f"model.{k}": v for k, v in [*ours.named_parameters(remove_duplicate=False),
+                                                  *ours.named_buffers(remove_duplicate=False)]}
         else:
             ties = {"lm_head.weight": "model.embed_tokens.weight"} if ours.cfg.tie_embeddings else {}
             state = {}
         expected = {"ids": ids, "logits": logits, "greedy": _greedy(ours, ids, NEW_TOKENS), "ties": ties,
                     "state": state, "remote": remote}
-        torch.save(expected, root / "hf" / f"{preset}.expected.pt")
-        done[preset] = (out, expected)
+        torch.save(expected, root / "hf" / f"{case}.expected.pt")
+        done[case] = (out, expected)
     return done
 
 
@@ -158,17 +172,17 @@ def reloaded(exports, tmp_path_factory):
     return json.loads(proc.stdout.split("REPORT", 1)[1])
 
 
-@pytest.mark.parametrize("preset", ARCHITECTURES)
-def test_every_zoo_preset_round_trips_without_stlm(preset, exports, reloaded):
-    out, want = exports[preset]
-    got = reloaded[preset]
+@pytest.mark.parametrize("case", CASES)
+def test_every_zoo_architecture_round_trips_without_stlm(case, exports, reloaded):
+    out, want = exports[case]
+    got = reloaded[case]
     assert got["class"] == ("StlmForCausalLM" if want["remote"] else "LlamaForCausalLM")
     assert (out / ENTRY_FILE).is_file() == want["remote"]
     assert got["missing"] == [] and got["unexpected"] == []  # nothing newly initialised or dropped
     assert got["logit_diff"] <= 1e-4
     assert got["broken_ties"] == [] and got["wrong_values"] == []
     assert got["generate_cached"] and got["generate_uncached"]
-    assert got["tokenizer"] == ByteTokenizer().encode(TEXT)
+    assert got["tokenizer"] == want["ids"][0].tolist()
     if want["remote"]:
         for path in out.glob("*.py"):  # the folder's code imports nothing of stlm
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -176,6 +190,8 @@ def test_every_zoo_preset_round_trips_without_stlm(preset, exports, reloaded):
                     assert not (node.module or "").startswith("stlm"), (path.name, node.module)
                 elif isinstance(node, ast.Import):
                     assert not any(a.name.split(".")[0] == "stlm" for a in node.names), path.name
+        with safe_open(out / "model.safetensors", "pt") as weights:  # each shared tensor saved once
+            assert not set(weights.keys()) & set(want["ties"]) and set(weights.keys()) <= set(want["state"])
         config = json.loads((out / "config.json").read_text())
         assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_stlm.StlmForCausalLM"
         assert "trust_remote_code=True" in (out / "README.md").read_text()
@@ -194,6 +210,8 @@ def test_one_preset_of_each_architecture_is_exported():
 def test_the_zoo_exercises_both_routes_and_every_kind_of_sharing(exports):
     remote = {p for p, (_, want) in exports.items() if want["remote"]}
     assert set(exports) - remote == {"baseline", "byte_token"}  # tied and untied plain Llamas
+    lengths = exports[BYTE_POOLED_TOKEN_HEAD][1]["state"]["model.embedder.chunks.lengths"]
+    assert lengths[257:].max() > 1  # the BPE's table, not the byte tokenizer's default one
     ties = {p: want["ties"] for p, (_, want) in exports.items()}
     assert ties["gpt2"] == {"model.head.linear.weight": "model.embedder.token.weight"}  # tied, remote
     assert "model.core.blocks.1.attn.table.weight" in ties["sllama"]  # whole-layer sharing

@@ -23,6 +23,7 @@ exactly the model stlm trained, in a Python without stlm.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
 import torch
@@ -136,7 +137,7 @@ class StlmForCausalLM(PreTrainedModel, GenerationMixin):
                 if f"{module_name}.{name}".lstrip(".") not in saved:
                     self._computed_buffers.setdefault(id(module), {})[name] = buffer.clone()
         alias_map = aliases(self)
-        self._tied_weights_keys = {f"^{_escape(k)}$": v for k, v in alias_map.items()}  # save: keep one
+        self._tied_weights_keys = {f"^{re.escape(k)}$": v for k, v in alias_map.items()}  # save: keep one
         self.post_init()
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
@@ -181,6 +182,3 @@ class StlmForCausalLM(PreTrainedModel, GenerationMixin):
             attention_mask = None  # the cache holds the earlier positions
         return {"input_ids": input_ids, "attention_mask": attention_mask, CACHE_FIELD: cache, "use_cache": use_cache}
 
-
-def _escape(name: str) -> str:
-    return "".join("\\" + c if not (c.isalnum() or c == "_") else c for c in name)
