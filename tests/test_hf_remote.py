@@ -252,12 +252,12 @@ def test_lm_eval_hf_backend_scores_a_remote_code_export_as_stlm_eval_scores_the_
     """SLlama (PWA, SPMLP, RRHP, one shared layer) on BLiMP, item by item: lm-eval's `hf` backend
     loading the export with trust_remote_code, against `stlm eval`'s scoring of the run."""
     pytest.importorskip("lm_eval")
-    from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
 
     from conftest import require_shared
+    from harness_agreement import assert_items_agree
     from stlm.eval.harness import harness_tasks
-    from stlm.eval.runner import score_items, select_subset
+    from stlm.eval.runner import select_subset
     from stlm.eval.tasks import TASKS
 
     run = _random_run(tmp_path, "sllama", None, "model.context_length=256")
@@ -268,16 +268,8 @@ def test_lm_eval_hf_backend_scores_a_remote_code_export_as_stlm_eval_scores_the_
     task = TASKS["blimp"]
     records = [r for r in select_subset(task.records(require_shared("")), 8, "blimp")
                if r.subtask in ("adjunct_island", "npi_present_1")]
-    items = [task.item(r) for r in records]
-    mine = score_items(ours.model, ours.tokenizer, items, batch_size=8)
     (tmp_path / "tasks").mkdir()
     tasks, order = harness_tasks("blimp", records, tmp_path / "tasks")
-    out = evaluate(lm, tasks, log_samples=True, bootstrap_iters=0)
-    samples = {(t, s["doc_id"]): s for t in tasks for s in out["samples"][t]}
-    assert len(samples) == len(items) == 16
-    for item, score, key in zip(items, mine, order):
-        theirs = samples[key]
-        assert [tuple(a[:2]) for a in theirs["arguments"]] == list(item.requests), key
-        lls = [float(r[0]) for r in theirs["filtered_resps"]]
-        assert max(abs(a - b) for a, b in zip(lls, score.logprobs)) < 1e-4, key
-        assert score.values["acc"] == theirs["acc"], key
+    items, _, _ = assert_items_agree(task, records, tasks, order, ours.model, ours.tokenizer, batch_size=8,
+                                     lm=lm, tolerance=1e-4)
+    assert len(items) == 16
