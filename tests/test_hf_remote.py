@@ -103,6 +103,7 @@ def exports(tmp_path_factory):
         ids = torch.tensor([loaded.tokenizer.encode(TEXT)])
         with torch.no_grad():
             logits = ours(ids).logits
+            loss = ours(ids, torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100)).loss  # with aux terms
         remote = not is_plain_llama(ours.cfg)
         if remote:  # every tensor, aliases and the buffers computed at construction or from the tokenizer too
             ties = {f"model.{k}": f"model.{v}" for k, v in aliases(ours).items()}
@@ -111,7 +112,7 @@ def exports(tmp_path_factory):
         else:
             ties = {"lm_head.weight": "model.embed_tokens.weight"} if ours.cfg.tie_embeddings else {}
             state = {}
-        expected = {"ids": ids, "logits": logits, "greedy": _greedy(ours, ids, NEW_TOKENS), "ties": ties,
+        expected = {"ids": ids, "logits": logits, "loss": loss, "greedy": _greedy(ours, ids, NEW_TOKENS), "ties": ties,
                     "state": state, "remote": remote}
         torch.save(expected, root / "hf" / f"{case}.expected.pt")
         done[case] = (out, expected)
@@ -140,6 +141,7 @@ for folder in sys.argv[2:]:
     ids = want["ids"]
     with torch.no_grad():
         diff = (model(ids).logits - want["logits"]).abs().max().item()
+        loss_diff = abs(model(ids, labels=ids).loss.item() - want["loss"].item())
         kw = dict(max_new_tokens=len(want["greedy"]) - ids.shape[1], do_sample=False)
         cached = model.generate(ids, use_cache=True, **kw)[0].tolist()
         uncached = model.generate(ids, use_cache=False, **kw)[0].tolist()
@@ -150,7 +152,7 @@ for folder in sys.argv[2:]:
     wrong = [k for k, v in want["state"].items() if not torch.equal(values[k], v)]
     report[folder.name] = {
         "class": type(model).__name__, "missing": sorted(info["missing_keys"]),
-        "unexpected": sorted(info["unexpected_keys"]), "logit_diff": diff, "broken_ties": ties,
+        "unexpected": sorted(info["unexpected_keys"]), "logit_diff": diff, "loss_diff": loss_diff, "broken_ties": ties,
         "wrong_values": wrong, "generate_cached": cached == want["greedy"],
         "generate_uncached": uncached == want["greedy"], "tokenizer": tok(sys.argv[1]).input_ids,
     }
@@ -179,7 +181,7 @@ def test_every_zoo_architecture_round_trips_without_stlm(case, exports, reloaded
     assert got["class"] == ("StlmForCausalLM" if want["remote"] else "LlamaForCausalLM")
     assert (out / ENTRY_FILE).is_file() == want["remote"]
     assert got["missing"] == [] and got["unexpected"] == []  # nothing newly initialised or dropped
-    assert got["logit_diff"] <= 1e-4
+    assert got["logit_diff"] <= 1e-4 and got["loss_diff"] <= 1e-4  # labels: the training loss
     assert got["broken_ties"] == [] and got["wrong_values"] == []
     assert got["generate_cached"] and got["generate_uncached"]
     assert got["tokenizer"] == want["ids"][0].tolist()

@@ -46,8 +46,8 @@ def dataclass_from_dict(cls, data: dict):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}: this folder was "
-                         f"exported by a newer stlm than its modeling code")
+        raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}: config.json does not "
+                         f"match the modeling code beside it; export the run again")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
@@ -69,7 +69,7 @@ class StlmConfig(PretrainedConfig):
     num_attention_heads: int = 0
     max_position_embeddings: int = 0
     use_cache: bool = True
-    tie_word_embeddings: bool = False  # ties are stlm's (`StlmForCausalLM.aliases`), not transformers'
+    tie_word_embeddings: bool = False  # ties are the model's own (`aliases`), not transformers'
 
     def model_config(self) -> ModelConfig:
         return dataclass_from_dict(ModelConfig, dict(self.stlm_model or {}))
