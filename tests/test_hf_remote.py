@@ -7,7 +7,9 @@ reported missing, and `generate()` (with and without a cache) continues greedily
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -61,7 +63,8 @@ def _random_run(root: Path, preset: str, tokenizer=None, *extra: str, name: str 
     B) matter too."""
     keys = {e.split("=")[0] for e in extra}
     tiny = [t for t in TINY if t.split("=")[0] not in keys]
-    cfg = compose_config([f"model={preset}", f"runs_dir={root / 'runs'}", f"run_name={name or preset}", *tiny, *extra])
+    cfg = compose_config([f"model={preset}", *tiny, *extra]) if extra else copy.deepcopy(_tiny(preset))
+    cfg.runs_dir, cfg.run_name = str(root / "runs"), name or preset
     tok = tokenizer or ByteTokenizer()
     run = create_run_dir(cfg)
     tok.save(run / "tokenizer")
@@ -72,6 +75,12 @@ def _random_run(root: Path, preset: str, tokenizer=None, *extra: str, name: str 
             p.add_(0.05 * torch.randn_like(p))
     save_checkpoint(run / "checkpoints", 1, model, build_optimizer(model, cfg.train, torch.device("cpu")), {})
     return run
+
+
+@functools.cache
+def _tiny(preset: str):
+    """The run config of `preset` at TINY's size (composed once per preset)."""
+    return compose_config([f"model={preset}", *TINY])
 
 
 def _greedy(model, ids: torch.Tensor, n: int) -> list[int]:
@@ -202,7 +211,7 @@ def test_every_zoo_architecture_round_trips_without_stlm(case, exports, reloaded
 def test_one_preset_of_each_architecture_is_exported():
     first_of = {}
     for preset in sorted(p.stem for p in PRESET_DIR.glob("*.yaml")):
-        shape = dataclasses.asdict(compose_config([f"model={preset}", *TINY]).model)
+        shape = dataclasses.asdict(_tiny(preset).model)
         for knob in ("name", "dropout", "init_std", "zero_init_projections"):  # not the architecture
             shape.pop(knob)
         first_of.setdefault(json.dumps(shape, sort_keys=True), preset)
