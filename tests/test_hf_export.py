@@ -1,5 +1,6 @@
 """`stlm export`: a trained plain-Llama run loads in transformers with no custom code and gives
-the same tokens and logits."""
+the same tokens and logits; a trained run of another architecture loads with its code
+(the whole zoo, without stlm installed: tests/test_hf_remote.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import torch
 
 from stlm.cli import main
 from stlm.config import compose_config
-from stlm.errors import UserError
-from stlm.hf.export import export_run
 from stlm.models.params import count_parameters
 from stlm.runs import load_run
 from stlm.train import run_training
@@ -47,12 +46,21 @@ def test_exported_run_matches_in_transformers(tmp_path):
         assert fact in card, fact
 
 
-def test_export_refuses_a_model_without_a_llama_twin(tmp_path):
-    run_training(compose_config(tiny_overrides(tmp_path, "gelu", "model.ffn=gelu", "train.max_steps=5")),
-                 echo=lambda s: None)
-    with pytest.raises(UserError, match="not a plain Llama"):
-        export_run(tmp_path / "runs" / "gelu", tmp_path / "hf")
-    assert not (tmp_path / "hf").exists()
+def test_a_trained_run_without_a_llama_twin_exports_with_its_code(tmp_path, capsys):
+    """Shared layers with LoRA adapters (a raw KeyError before remote-code export)."""
+    run_training(compose_config(tiny_overrides(tmp_path, "lora", "model.sharing.layers=groups",
+                                               "model.sharing.groups=1", "model.sharing.lora_rank=2",
+                                               "train.max_steps=5")), echo=lambda s: None)
+    out = tmp_path / "hf"
+    assert main(["export", str(tmp_path / "runs" / "lora"), str(out)]) == 0
+    assert "trust_remote_code=True" in capsys.readouterr().out
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    ours = load_run(tmp_path / "runs" / "lora").model
+    ids = torch.tensor([[72, 101, 108, 108, 111, 32, 119, 111]])
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids).logits).abs().max().item() <= 1e-4
+    adapters = [p for n, p in ours.named_parameters() if ".B" in n]
+    assert adapters and all(p.abs().sum() > 0 for p in adapters)  # training moved the adapters
 
 
 @pytest.mark.shared_data

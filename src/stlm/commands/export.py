@@ -1,4 +1,5 @@
-"""`stlm export RUN OUT`: write a run as a transformers model folder (plain-Llama runs)."""
+"""`stlm export RUN OUT`: write a run as a transformers model folder (plain Llamas as
+LlamaForCausalLM, every other architecture with its modeling code, for trust_remote_code=True)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stlm.hf.export import export_run
+    from stlm.hf.remote_code import ENTRY_FILE
 
     out = export_run(args.run, args.out, which=args.checkpoint, babylm=args.babylm)
     if args.babylm:
@@ -23,5 +25,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}: {', '.join(names)}; upload each folder as the branch of its name, e.g. "
               f"huggingface-cli upload REPO {out}/chck_1M --revision chck_1M")
     else:
-        print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained('{out}')")
+        trust = ", trust_remote_code=True" if (out / ENTRY_FILE).is_file() else ""
+        print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained('{out}'{trust})")
     return 0

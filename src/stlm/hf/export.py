@@ -1,5 +1,11 @@
-"""Write a trained run as a Hugging Face model folder that `AutoModelForCausalLM` loads with no
-custom code: a plain-Llama run becomes `LlamaForCausalLM` (config.json + model.safetensors).
+"""Write a trained run as a Hugging Face model folder that `AutoModelForCausalLM` loads.
+
+A plain-Llama run becomes `LlamaForCausalLM` (config.json + model.safetensors), loadable with no
+custom code. Every other architecture (weight sharing, LoRA, SLlama's parts, GPT-2-style parts,
+multi-token and early-exit heads, ...) becomes a remote-code folder: `StlmForCausalLM`
+(`stlm.hf.modeling_stlm`) with stlm's model code copied beside it (`stlm.hf.remote_code`) and
+`auto_map` in config.json, loadable with `trust_remote_code=True` where stlm is not installed.
+What no transformers causal LM can express is refused with the reason (`check_exportable`).
 
 The tokenizer goes beside it, loadable with `AutoTokenizer` (`stlm.hf.tokenizer`): a trained BPE
 (or an imported model's tokenizer) as `tokenizer.json`, GPT-2 runs as GPT-2's vocab.json /
@@ -17,8 +23,9 @@ import shutil
 from pathlib import Path
 
 from stlm.errors import UserError
-from stlm.hf.llama import check_llama_compatible, to_hf_llama
+from stlm.hf.llama import is_plain_llama, to_hf_llama
 from stlm.hf.model_card import write_model_card
+from stlm.hf.remote_code import to_hf_remote, write_sources
 from stlm.hf.tokenizer import save_hf_tokenizer
 from stlm.output_paths import writable_folder
 from stlm.train.checkpoint import load_weights, read_meta
@@ -34,15 +41,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ba
         raise UserError(f"{out} exists and is not an empty folder; choose a new folder")
     writable_folder(out.parent, "the exported model", "choose a writable place for the output folder")
     loaded = load_run(run_dir, which=which, device="cpu")
-    try:
-        check_llama_compatible(loaded.model.cfg)
-    except ValueError as e:
-        raise UserError(f"{e}; only plain-Llama runs export to transformers without custom code") from e
-    c = loaded.model.cfg.compression
-    if c.heads or c.d_ff or c.low_rank or c.quantized:
-        raise UserError("this run was compressed into per-layer widths, factorised or quantised layers "
-                        "(model.compression), which LlamaForCausalLM cannot hold; magnitude, nm and "
-                        "drop-layers outputs export, or export the run before that step")
+    check_exportable(loaded.model, loaded.tokenizer)
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -52,6 +51,23 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ba
         raise UserError(f"cannot write the exported model to {out} ({exc.strerror or exc}); nothing was "
                         f"left behind; free space or choose another folder, then rerun") from None
     return out
+
+
+def check_exportable(model, tokenizer) -> None:
+    """Refuse, saying why, a model or tokenizer that no transformers folder can express."""
+    c = model.cfg.compression
+    if c.heads or c.d_ff or c.low_rank or c.quantized:
+        raise UserError("this run was compressed into per-layer widths, factorised or quantised layers "
+                        "(model.compression), which the exported model cannot rebuild; magnitude, nm and "
+                        "drop-layers outputs export, or export the run before that step")
+    if model.generates_by_token:
+        raise UserError(f"model.head={model.cfg.head} predicts each next token as a byte spelling, not "
+                        "as logits over the vocabulary, which is what a transformers causal LM returns "
+                        "(to generate() and lm-eval); this head cannot be exported")
+    if getattr(tokenizer, "split", None):
+        raise UserError(f"the run's tokenizer splits tokens longer than {tokenizer.max_chunk_bytes} bytes "
+                        "(data.tokenizer.max_chunk_bytes), which a transformers tokenizer cannot express; "
+                        "only runs whose tokenizer splits no token export")
 
 
 def _write_all(loaded, tmp: Path, out: Path, babylm: bool) -> None:
@@ -76,12 +92,15 @@ def _write_all(loaded, tmp: Path, out: Path, babylm: bool) -> None:
 
 
 def _write_folder(loaded, meta: dict, folder: Path, name: str) -> None:
-    """One transformers model folder: weights, config, tokenizer and model card."""
-    hf = to_hf_llama(loaded.model)
+    """One transformers model folder: weights, config, (modeling code,) tokenizer and model card."""
+    remote = not is_plain_llama(loaded.model.cfg)
+    hf = to_hf_remote(loaded.model) if remote else to_hf_llama(loaded.model)
     tok = loaded.tokenizer
     bos = tok.bos_id if tok.bos_id is not None else tok.eot_id
     hf.config.eos_token_id, hf.config.bos_token_id = tok.eot_id, bos
     hf.save_pretrained(folder)
+    if remote:
+        write_sources(folder)
     tok.save(folder / "stlm_tokenizer")
     save_hf_tokenizer(tok, folder / "stlm_tokenizer", folder)
-    write_model_card(folder, loaded, meta, name)
+    write_model_card(folder, loaded, meta, name, remote_code=remote)

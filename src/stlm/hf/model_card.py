@@ -36,7 +36,7 @@ def _data(cfg, tokenizer) -> list[str]:
             f"- tokenizer: {tokenizer.kind}, {tokenizer.vocab_size:,} ids"]
 
 
-def model_card(loaded: LoadedRun, meta: dict[str, Any], repo_name: str) -> str:
+def model_card(loaded: LoadedRun, meta: dict[str, Any], repo_name: str, remote_code: bool = False) -> str:
     """Markdown of the card for the checkpoint `loaded` (its metadata `meta`)."""
     cfg, run_dir = loaded.cfg, loaded.run_dir
     params = count_parameters(loaded.model, flops=False)
@@ -69,13 +69,19 @@ def model_card(loaded: LoadedRun, meta: dict[str, Any], repo_name: str) -> str:
                   results_table(results)]
     else:
         lines.append("No evaluation yet: run `stlm eval RUN --tasks ...` before exporting to include it.")
-    lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-              f'model = AutoModelForCausalLM.from_pretrained("{repo_name}")',
+    trust = ", trust_remote_code=True" if remote_code else ""
+    lines += ["", "## Use", ""]
+    if remote_code:
+        lines += ["The model's code (stlm's, copied into this folder: `modeling_stlm.py` and the "
+                  "`stlm_*.py` modules) runs with `trust_remote_code=True`; stlm need not be installed.", ""]
+    lines += ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+              f'model = AutoModelForCausalLM.from_pretrained("{repo_name}"{trust})',
               f'tokenizer = AutoTokenizer.from_pretrained("{repo_name}")', "```", ""]
     return "\n".join(lines)
 
 
-def write_model_card(folder: Path, loaded: LoadedRun, meta: dict[str, Any], repo_name: str) -> Path:
+def write_model_card(folder: Path, loaded: LoadedRun, meta: dict[str, Any], repo_name: str,
+                     remote_code: bool = False) -> Path:
     path = Path(folder) / "README.md"
-    path.write_text(model_card(loaded, meta, repo_name), encoding="utf-8")
+    path.write_text(model_card(loaded, meta, repo_name, remote_code), encoding="utf-8")
     return path

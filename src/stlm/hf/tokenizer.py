@@ -9,6 +9,8 @@ token, stlm as ordinary text).
   rank; merges.txt lists, for every multi-byte token in rank order, the two parts that byte-pair
   merging joins into it (found by running the merges of lower rank on its bytes). That is exactly
   GPT-2's original `vocab.bpe`; tokenizer.json holds the same byte-level BPE, which encodes like tiktoken.
+- The byte tokenizer (ids 0-255 the UTF-8 bytes, 256 end of text) is a byte-level BPE with no
+  merges: each byte, written in the byte-to-unicode alphabet, is its own token.
 """
 
 from __future__ import annotations
@@ -31,23 +33,33 @@ def save_hf_tokenizer(tokenizer: Tokenizer, stlm_files: Path, out: Path) -> None
         fast = PreTrainedTokenizerFast(tokenizer_object=rust, eos_token=rust.id_to_token(tokenizer.eot_id),
                                        bos_token=rust.id_to_token(bos))
     elif tokenizer.kind == "gpt2":
-        from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers
-        from transformers import PreTrainedTokenizerFast
-
         ranks = {tokenizer.token_bytes(i): i for i in range(tokenizer.eot_id)}
         vocab, merges = gpt2_vocab_and_merges(ranks)
         vocab[EOT_TEXT] = tokenizer.eot_id
         (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         (out / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
                                         encoding="utf-8")
-        hf = HFTokenizer(models.BPE(vocab, merges))
-        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        hf.decoder = decoders.ByteLevel()
-        fast = PreTrainedTokenizerFast(tokenizer_object=hf, eos_token=EOT_TEXT, bos_token=EOT_TEXT)
-    else:  # byte-level ids are not a transformers tokenizer; stlm_tokenizer/ still holds it
-        return
+        fast = _byte_level_bpe(vocab, merges, split_words=True)
+    elif tokenizer.kind == "byte":
+        to_char = bytes_to_unicode()
+        fast = _byte_level_bpe({**{to_char[b]: b for b in range(256)}, EOT_TEXT: tokenizer.eot_id}, [],
+                               split_words=False)
+    else:
+        raise ValueError(f"no transformers tokenizer for tokenizer kind {tokenizer.kind!r}")
     fast.save_pretrained(out)
+
+
+def _byte_level_bpe(vocab: dict[str, int], merges: list[tuple[str, str]], split_words: bool):
+    """A fast tokenizer running byte-pair `merges` over the bytes of the text (GPT-2's regex
+    pre-split into words first with `split_words`); end of text is EOT_TEXT."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    hf = HFTokenizer(models.BPE(vocab, merges))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split_words)
+    hf.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=hf, eos_token=EOT_TEXT, bos_token=EOT_TEXT)
 
 
 def gpt2_vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
