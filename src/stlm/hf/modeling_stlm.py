@@ -84,12 +84,20 @@ def stlm_config(cfg: ModelConfig, vocab_size: int, **kwargs) -> StlmConfig:
 
 class _CacheView:
     """A transformers `Cache` seen through stlm's `KVCache` calls: the model's attention stores
-    and reads keys and values with `update` and `layer_length`; positions start at the cache's
-    length, which grows by the keys stored (so `advance` has nothing to do)."""
+    and reads keys and values with `update` and `layer_length`. What transformers' cache has no
+    room for lives on it as attributes, so it persists from one `generate` step to the next: the
+    number of positions seen (`stlm_length`; a routed or exited layer holds fewer keys than that)
+    and the absolute position of each slot of a mixture-of-depths layer (`stlm_slot_positions`)."""
 
     def __init__(self, cache):
         self.cache = cache
-        self.length = cache.get_seq_length()
+        if not hasattr(cache, "stlm_length"):
+            cache.stlm_length = cache.get_seq_length()
+            cache.stlm_slot_positions = {}
+
+    @property
+    def length(self) -> int:
+        return self.cache.stlm_length
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cache.update(k, v, layer)
@@ -97,8 +105,21 @@ class _CacheView:
     def layer_length(self, layer: int) -> int:
         return self.cache.get_seq_length(layer)
 
+    def record_positions(self, layer: int, positions: torch.Tensor) -> None:
+        old = self.cache.stlm_slot_positions.get(layer)
+        self.cache.stlm_slot_positions[layer] = positions if old is None else torch.cat([old, positions], dim=1)
+
+    def past_mask(self, layer: int) -> torch.Tensor | None:
+        pos = self.cache.stlm_slot_positions.get(layer)
+        return None if pos is None else pos >= 0
+
     def advance(self, n: int) -> None:
-        pass
+        self.cache.stlm_length += n
+
+
+def seen_positions(cache) -> int:
+    """Positions a transformers cache driven by `_CacheView` has seen (0 for a fresh one)."""
+    return getattr(cache, "stlm_length", None) or cache.get_seq_length()
 
 
 def aliases(module: torch.nn.Module) -> dict[str, str]:
@@ -178,7 +199,7 @@ class StlmForCausalLM(PreTrainedModel, GenerationMixin):
         """The ids the cache has not seen yet (all of them without a cache)."""
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if use_cache and cache is not None:
-            input_ids = input_ids[:, cache.get_seq_length():]
+            input_ids = input_ids[:, seen_positions(cache):]
             attention_mask = None  # the cache holds the earlier positions
         return {"input_ids": input_ids, "attention_mask": attention_mask, CACHE_FIELD: cache, "use_cache": use_cache}
 
