@@ -117,6 +117,9 @@ def validate(run: RunConfig) -> None:
     for kind in ("embedder", "norm", "attention", "ffn", "head"):
         _check_choice(f"model.{kind}", getattr(m, kind), sorted(REGISTRIES[kind]))
     _check_choice("model.positions", m.positions, s.POSITIONS)
+    from stlm.models.components.early_exit import CURRICULA
+
+    _check_choice("model.early_exit_curriculum", m.early_exit_curriculum, sorted(CURRICULA))
     _check_choice("model.sharing.ffn", m.sharing.ffn, s.FFN_SHARING)
     _check_choice("model.sharing.layers", m.sharing.layers, s.LAYER_SHARING)
     _check_choice("model.mod.router", m.mod.router, s.ROUTERS)
@@ -153,7 +156,8 @@ LATER_KEYS = frozenset({"model.head", "model.mtp_tokens", "model.mtp_weight", "t
                         "data.tokenizer.max_chunk_bytes", "model.byte_chunk_max", "model.byte_decoder_layers",
                         "model.byte_dim", "model.byte_heads", "model.byte_layers", "model.byte_pool",
                         "train.distill.schedule", "train.distill.top_k", "train.distill.cache",
-                        "model.mod", "train.parallel"})
+                        "model.mod", "train.parallel", "model.early_exit_curriculum",
+                        "model.early_exit_rotation", "model.early_exit_ramp"})
 
 
 def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:

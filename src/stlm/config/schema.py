@@ -115,6 +115,12 @@ class ModelConfig:
     # the last layer (training only), and with head=early_exit a loss at every layer's exit.
     layer_dropout: float = 0.0
     early_exit_scale: float = 1.0  # head=early_exit: total weight of the early-exit losses
+    # head=early_exit: which exits are trained at a step (LayerSkip's curriculum): none (all, every
+    # step) | rotational (every `early_exit_rotation`-th layer, rotating by one layer each step) |
+    # gradual (exits switched on from the last layer down, all on after `early_exit_ramp` of training)
+    early_exit_curriculum: str = "none"
+    early_exit_rotation: int = 2
+    early_exit_ramp: float = 0.5
     # embedder=byte_pooled / head=byte_decoder (STLM's byte-level model): width, layers and heads
     # of the small byte transformers, the longest chunk in bytes, and the embedder's pooling.
     byte_dim: int = 64

@@ -80,6 +80,14 @@ class LanguageModel(nn.Module):
             if module is not self and hasattr(module, "attach"):
                 module.attach(tokenizer)
 
+    def set_training_progress(self, step: int, progress: float) -> None:
+        """Tell components whose training depends on where training is (the early-exit
+        curriculum) the 0-based optimizer step about to run and the fraction of the planned run
+        done; the trainer calls this before every step."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "set_training_progress"):
+                module.set_training_progress(step, progress)
+
     @property
     def generates_by_token(self) -> bool:
         """Whether the head picks the next id itself (`sample_token`) instead of by its logits."""

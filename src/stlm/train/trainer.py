@@ -288,8 +288,10 @@ class Trainer:
         try:
             while not self.budget.done(st.step, st.elapsed_s):
                 set_dropout(self.model, self.budget.dropout(st.step, st.elapsed_s, self.cfg.model.dropout))
+                progress = self.budget.progress(st.step, st.elapsed_s)
+                self.model.set_training_progress(st.step, progress)  # step-dependent components
                 if hasattr(self.loss_module, "set_progress"):  # a scheduled loss term
-                    self.loss_module.set_progress(self.budget.progress(st.step, st.elapsed_s))
+                    self.loss_module.set_progress(progress)
                 window.append((st.step + 1, self.train_step()))
                 if self.babylm is not None:
                     self.babylm.after_step(self.model, st.step, st.tokens)
