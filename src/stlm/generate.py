@@ -1,7 +1,8 @@
 """Sampling text from a model with its KV cache: temperature, top-k and nucleus (top-p; Holtzman
 et al., 2019, arXiv 1904.09751) sampling.
 
-The prompt follows an end-of-text token (where every training document starts) and is fed once;
+The prompt follows an end-of-text token (where every training document starts) and is fed once
+(a model trained with pause tokens gets its `pause_tokens` pauses after it);
 each later step feeds only the newly sampled token and reuses the cached keys and values.
 Text is decoded incrementally, so a character split across tokens is printed once it is
 complete. Generation stops at end-of-text or after `max_new_tokens`. When the context window is
@@ -57,7 +58,8 @@ def generate_ids(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, *
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     was_training = model.training
     model.eval()
-    ids = list(prompt_ids)
+    # pause tokens (Goyal et al., 2023): a model trained with them gets K after the prompt
+    ids = list(prompt_ids) + [model.pause_id] * getattr(model, "pause_tokens", 0)
     out: list[int] = []
     cache, feed = None, ids
     by_token = getattr(model, "generates_by_token", False)  # a byte decoder spells each token
@@ -73,7 +75,8 @@ def generate_ids(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, *
             else:
                 cache, x = None, torch.tensor([ids[-window:]], device=device)
             if by_token:
-                history = b"".join(tokenizer_bytes(i) for i in ids[-8:]) if tokenizer_bytes else b""
+                text_ids = [i for i in ids[-8:] if i >= 0]  # pauses spell nothing
+                history = b"".join(tokenizer_bytes(i) for i in text_ids) if tokenizer_bytes else b""
                 token = model.sample_token(model.encode(x, cache=cache)[0, -1], history, sample,
                                            final=step == max_new_tokens - 1)
             else:

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="bpb: evaluate on this data preset's validation split instead of the run's")
     p.add_argument("--batch-size", type=int, help="sequences per forward pass (default: the run's eval.batch_size)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--pauses", type=int, help="pause tokens before each scored continuation (grammar and "
+                   "zero-shot tasks; default: the model's model.pause_tokens, 0 without pause training)")
     p.add_argument("--checkpoint", default="best", help="best | last | step-N (default best)")
     p.add_argument("--prefix-token-id", type=int, help="the token an empty context (BLiMP) is scored after "
                                                        "(default: the tokenizer's BOS, else end-of-text: "
@@ -96,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     from stlm.output_paths import writable_folder
     from stlm.runs import load_run, read_config
 
+    if args.pauses is not None and args.pauses < 0:
+        raise UserError(f"--pauses must be >= 0, got {args.pauses}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     user_tasks = {t.name: t for t in load_task_files(args.task_file)}
@@ -115,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
                     "make the run directory writable (or copy the run somewhere writable) and rerun")
 
     loaded = load_run(args.run, args.checkpoint, resolve_device(args.device))
+    if args.pauses and not loaded.model.pause_tokens:
+        raise UserError(f"--pauses {args.pauses}: {args.run} has no pause embedding (it was trained with "
+                        "model.pause_tokens=0); drop --pauses")
     batch_size = args.batch_size or loaded.cfg.eval.batch_size
     seed = SUBSET_SEED if args.seed is None else args.seed
     where = {"run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name, "step": loaded.step}
@@ -126,11 +133,11 @@ def run(args: argparse.Namespace) -> int:
         if name == "bpb":
             summary = run_bpb(loaded, args.data, batch_size)
         elif name == "grammar":
-            summary = run_grammar(loaded, args.limit, batch_size)
+            summary = run_grammar(loaded, args.limit, batch_size, pauses=args.pauses)
         else:
             summary = run_task(task, loaded.model, loaded.tokenizer, root, args.limit, batch_size,
                                seed=seed, prefix_token_id=args.prefix_token_id, context_length=loaded.context,
-                               progress=progress.for_task(name)).summary
+                               progress=progress.for_task(name), pauses=args.pauses).summary
         progress.end()
         summary.update(where)
         path = save_task(loaded.run_dir, summary, saved, list(tasks)[n_done + 1:])

@@ -157,7 +157,8 @@ LATER_KEYS = frozenset({"model.head", "model.mtp_tokens", "model.mtp_weight", "t
                         "model.byte_dim", "model.byte_heads", "model.byte_layers", "model.byte_pool",
                         "train.distill.schedule", "train.distill.top_k", "train.distill.cache",
                         "model.mod", "train.parallel", "model.early_exit_curriculum",
-                        "model.early_exit_rotation", "model.early_exit_ramp"})
+                        "model.early_exit_rotation", "model.early_exit_ramp",
+                        "model.pause_tokens", "model.pause_fraction"})
 
 
 def incomplete_keys(data: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:

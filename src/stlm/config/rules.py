@@ -49,6 +49,8 @@ RULES: dict[str, tuple[Test, str]] = {
     "model.mtp_tokens": _at_least(1),
     "model.mtp_weight": _at_least(0),
     "model.early_exit_rotation": _at_least(1),
+    "model.pause_tokens": _at_least(0),
+    "model.pause_fraction": _fraction(),
     "model.early_exit_ramp": ((lambda v: 0 < v <= 1), "in (0, 1]"),
     "model.sharing.interior_skip": _at_least(0),
     "model.sharing.groups": _at_least(1),

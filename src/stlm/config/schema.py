@@ -121,6 +121,12 @@ class ModelConfig:
     early_exit_curriculum: str = "none"
     early_exit_rotation: int = 2
     early_exit_ramp: float = 0.5
+    # Pause tokens (Goyal et al., 2023): K > 0 gives the model a learnable pause embedding; training
+    # inserts pauses at random positions (`pause_fraction` of each window's positions, no loss on
+    # predicting them) and generation and scoring append K pauses after the prompt / before each
+    # continuation.
+    pause_tokens: int = 0
+    pause_fraction: float = 0.1
     # embedder=byte_pooled / head=byte_decoder (STLM's byte-level model): width, layers and heads
     # of the small byte transformers, the longest chunk in bytes, and the embedder's pooling.
     byte_dim: int = 64

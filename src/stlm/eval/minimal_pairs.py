@@ -48,16 +48,18 @@ def pair_correct(good_logprob: float, bad_logprob: float) -> bool:
 
 
 def evaluate_pairs(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence, batch_size: int = 64,
-                   context_length: int | None = None) -> PairResults:
+                   context_length: int | None = None, pauses: int | None = None) -> PairResults:
     """Accuracy of `model` on `pairs` (objects with paradigm, tier, good, bad), scored with at most
-    `context_length` tokens of context (the trained one; default the model's)."""
+    `context_length` tokens of context (the trained one; default the model's) and `pauses` pause
+    tokens before each sentence (default: the model's)."""
     if not pairs:
         raise ValueError("no minimal pairs to evaluate")
     context = [tokenizer.eot_id]
     requests = []
     for p in pairs:
         requests += [(context, tokenizer.encode(p.good)), (context, tokenizer.encode(p.bad))]
-    scores = score_continuations(model, requests, batch_size=batch_size, context_length=context_length)
+    scores = score_continuations(model, requests, batch_size=batch_size, context_length=context_length,
+                                 pauses=pauses)
     right: dict[str, int] = {}
     counts: dict[str, int] = {}
     tiers: dict[str, str] = {}
@@ -81,12 +83,12 @@ _EVAL = EvalConfig()  # the suite's default seed and size are stated there
 def grammar_pair_accuracy(model: nn.Module, tokenizer: Tokenizer,
                           per_paradigm: int = _EVAL.pairs_per_paradigm, seed: int = _EVAL.pairs_seed,
                           batch_size: int = _EVAL.batch_size,
-                          context_length: int | None = None) -> PairResults:
+                          context_length: int | None = None, pauses: int | None = None) -> PairResults:
     """Accuracy on the built-in grammar's minimal-pair suite (`stlm.data.grammar`)."""
     from stlm.data.grammar import minimal_pair_suite
 
     return evaluate_pairs(model, tokenizer, minimal_pair_suite(seed=seed, per_paradigm=per_paradigm),
-                          batch_size=batch_size, context_length=context_length)
+                          batch_size=batch_size, context_length=context_length, pauses=pauses)
 
 
 def format_pair_table(results: PairResults, other: PairResults | None = None,

@@ -56,7 +56,7 @@ def run_data(run: LoadedRun, data: str | None = None):
     return cfg, prepared
 
 
-def run_grammar(run: LoadedRun, per_paradigm: int | None, batch_size: int) -> dict:
+def run_grammar(run: LoadedRun, per_paradigm: int | None, batch_size: int, pauses: int | None = None) -> dict:
     """Minimal-pair accuracy on the built-in grammar, per paradigm and tier; `per_paradigm`
     defaults to the run's `eval.pairs_per_paradigm`, the seed is the run's `eval.pairs_seed`."""
     from stlm.eval.minimal_pairs import grammar_pair_accuracy
@@ -64,7 +64,7 @@ def run_grammar(run: LoadedRun, per_paradigm: int | None, batch_size: int) -> di
     start = time.perf_counter()
     n = per_paradigm or run.cfg.eval.pairs_per_paradigm
     res = grammar_pair_accuracy(run.model, run.tokenizer, n, run.cfg.eval.pairs_seed, batch_size,
-                                context_length=run.context)
+                                context_length=run.context, pauses=pauses)
     total = sum(res.counts.values())
 
     def entry(acc: float, count: int) -> dict:

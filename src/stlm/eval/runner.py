@@ -76,14 +76,16 @@ def judge_items(items: Sequence[Item], scores: Sequence[Score]) -> list[ItemResu
 def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: Sequence[Item], batch_size: int = 64,
                 device: torch.device | str | None = None, prefix_token_id: int | None = None,
                 context_length: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> list[ItemResult]:
+                progress: Callable[[int, int], None] | None = None, pauses: int | None = None) -> list[ItemResult]:
     """Each item's outcome, scored with at most `context_length` tokens of context (the trained
-    one; default the model's). `progress(done, total)` is called after every `PROGRESS_ITEMS`."""
+    one; default the model's) and `pauses` pause tokens before each choice (default: the model's).
+    `progress(done, total)` is called after every `PROGRESS_ITEMS`."""
     out: list[ItemResult] = []
     for start in range(0, len(items), PROGRESS_ITEMS):
         chunk = items[start : start + PROGRESS_ITEMS]
         requests = build_requests(tokenizer, chunk, prefix_token_id)
-        out += judge_items(chunk, score_continuations(model, requests, batch_size, device, context_length))
+        out += judge_items(chunk, score_continuations(model, requests, batch_size, device, context_length,
+                                                            pauses=pauses))
         if progress is not None:
             progress(len(out), len(items))
     return out
@@ -92,7 +94,8 @@ def score_items(model: torch.nn.Module, tokenizer: Tokenizer, items: Sequence[It
 def run_task(task: MultipleChoiceTask, model: torch.nn.Module, tokenizer: Tokenizer, root: Path | None,
              limit: int | None = None, batch_size: int = 64, device: torch.device | str | None = None,
              seed: int = SUBSET_SEED, prefix_token_id: int | None = None,
-             context_length: int | None = None, progress: Callable[[int, int], None] | None = None) -> TaskRun:
+             context_length: int | None = None, progress: Callable[[int, int], None] | None = None,
+             pauses: int | None = None) -> TaskRun:
     """Score `task` (see the module docstring); `prefix_token_id` as in `encode_requests`, and
     recorded in the summary with where it came from (chosen, bos or eot)."""
     start = time.perf_counter()
@@ -103,13 +106,14 @@ def run_task(task: MultipleChoiceTask, model: torch.nn.Module, tokenizer: Tokeni
         items = [it for r, it in zip(records, items) if id(r) in chosen]
     loaded = time.perf_counter()
     window = min(context_length or model.cfg.context_length, model.cfg.context_length)
-    results = score_items(model, tokenizer, items, batch_size, device, prefix_token_id, window, progress)
+    results = score_items(model, tokenizer, items, batch_size, device, prefix_token_id, window, progress, pauses)
     prefix, prefix_source = tokenizer.prefix_id(prefix_token_id)
     scored = time.perf_counter()
     sources = {r.source for r in records}
     summary = {"task": task.name, "split": task.split,
                "source": sources.pop() if len(sources) == 1 else str(root) if root else "hub",
                "limit": limit, "subset_seed": seed if limit is not None else None, "context": window,
+               "pauses": getattr(model, "pause_tokens", 0) if pauses is None else pauses,
                "prefix_token_id": prefix, "prefix_token": prefix_source,
                **summarize(items, results, task.metrics, task.subtask,
                            task.weight_by_size, task.group_keys),

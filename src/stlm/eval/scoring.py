@@ -90,11 +90,20 @@ def _windows(ctx: Sequence[int], cont: Sequence[int], window: int) -> list[_Seq]
 @torch.no_grad()
 def score_continuations(model: torch.nn.Module, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
                         batch_size: int = 64, device: torch.device | str | None = None,
-                        context_length: int | None = None) -> list[Score]:
+                        context_length: int | None = None, pauses: int | None = None) -> list[Score]:
     """Score each (context, continuation) request with at most `context_length` inputs per forward
-    pass (default: the model's context length; pass the trained one, `LoadedRun.context`)."""
+    pass (default: the model's context length; pass the trained one, `LoadedRun.context`).
+    `pauses`: pause tokens inserted between each context and its continuation (Goyal et al., 2023;
+    default: the model's `pause_tokens`, 0 for a model without them); the first continuation token
+    is then predicted at the last pause, and pauses are never scored."""
     if device is None:
         device = next(model.parameters()).device
+    if pauses is None:
+        pauses = getattr(model, "pause_tokens", 0)
+    if pauses:
+        if not getattr(model, "pause_tokens", 0):
+            raise ValueError("this model has no pause embedding (model.pause_tokens=0): score it without pauses")
+        requests = [(tuple(ctx) + (model.pause_id,) * pauses, cont) for ctx, cont in requests]
     window = min(context_length or model.cfg.context_length, model.cfg.context_length)
     index: dict[_Seq, int] = {}
     which = []

@@ -11,6 +11,7 @@ uses (nothing outside `stlm.models` touches the embedder, core or head):
   are `logprobs(ids, targets)`, the one scoring call behind bits per byte, zero-shot tasks and the
   lm-eval adapter.
 - `new_cache()` for incremental decoding.
+- Pause tokens: `pause_tokens` (K appended at inference) and `pause_id`, the input id of a pause.
 - Early exit (LayerSkip): `encode(..., exit_layer=E)` runs the first E blocks only,
   `continue_encode(hidden, positions, from_layer=E)` runs the rest on those states, and
   `head_logits(hidden)` applies the shared head to any layer's states.
@@ -27,6 +28,7 @@ from torch import nn
 import stlm.models.components  # noqa: F401  (registers the built-in components)
 from stlm.config.schema import ModelConfig
 from stlm.models.components.mixture_of_depths import build_blocks
+from stlm.models.components.pause import PAUSE_ID, PauseEmbedding
 from stlm.models.core import TransformerCore
 from stlm.models.kv_cache import KVCache
 from stlm.models.output import ModelOutput
@@ -46,6 +48,8 @@ class LanguageModel(nn.Module):
         self.core = TransformerCore(cfg, build_blocks(cfg, attns, ffns))
         self.head = lookup("head", cfg.head)(cfg, vocab_size)
         self.reset_parameters()
+        # built last, so the other parameters start as they would without pauses
+        self.pause = PauseEmbedding(cfg) if cfg.pause_tokens > 0 else None
         if cfg.tie_embeddings:
             self.tie_weights()
 
@@ -100,6 +104,17 @@ class LanguageModel(nn.Module):
         return self.head.sample_token(hidden, history, sample, final)
 
     @property
+    def pause_tokens(self) -> int:
+        """Pauses (Goyal et al., 2023) appended after a prompt and before each scored continuation:
+        `model.pause_tokens`, 0 for a model without a pause embedding."""
+        return self.cfg.pause_tokens if self.pause is not None else 0
+
+    @property
+    def pause_id(self) -> int:
+        """The input id of a pause (never a tokenizer id; the head does not predict it)."""
+        return PAUSE_ID
+
+    @property
     def n_layers(self) -> int:
         return len(self.core.blocks)
 
@@ -124,8 +139,8 @@ class LanguageModel(nn.Module):
              keep_states: bool, exit_layer: int | None = None, aux: dict | None = None
              ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         pos = self._positions(ids.shape[1], cache, positions, ids.device)
-        h, states = self.core(self.embedder(ids, pos), pos, cache=cache, keep_states=keep_states,
-                              stop=exit_layer, aux=aux)
+        x = self.embedder(ids, pos) if self.pause is None else self.pause(ids, pos, self.embedder)
+        h, states = self.core(x, pos, cache=cache, keep_states=keep_states, stop=exit_layer, aux=aux)
         if cache is not None:
             cache.advance(ids.shape[1])
         return h, states

@@ -63,6 +63,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, data, rt: Runtime | None = None,
                  resume: bool = False):
         from stlm.data import TokenBatches
+        from stlm.data.transforms import with_transforms
 
         t = cfg.train
         self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
@@ -108,7 +109,7 @@ class Trainer:
         if hasattr(self.loss_module, "batch_source"):  # e.g. cached distillation targets
             n_batches = self.budget.total_steps * t.grad_accum if self.budget.total_steps is not None else None
             source = self.loss_module.batch_source(source, cfg, data, n_batches, self.rt)
-        self.batches = DeviceBatches(source, self.rt.device)
+        self.batches = DeviceBatches(with_transforms(source, cfg, self.rt.rank), self.rt.device)
         self.babylm = (BabyLMCheckpoints(self.run_dir, data, t.babylm_words_per_m)
                        if t.babylm_checkpoints and self.rt.is_main else None)
         self.state = TrainState()
