@@ -124,3 +124,34 @@ def confidence_exit_greedy(model: nn.Module, prompt_ids: list[int], max_new_toke
         model.train(was_training)
     stats.tokens = len(out)
     return out, stats
+
+
+@torch.no_grad()
+def confidence_exit_logprobs(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor, threshold: float,
+                             min_layer: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced confidence exit over one sequence: each token of `ids` (T,) runs layer by
+    layer from `min_layer` until its exit's top probability reaches `threshold` (as in
+    `confidence_exit_greedy`; skipped layers keep no keys or values for it), and log p(target)
+    (float32, `targets` (T,)) is read at the layer where it stopped. Returns the log-probabilities
+    and the blocks run per token, so bits per byte and the compute spent can be measured."""
+    device = _check(model, ids.tolist(), min_layer)
+    was_training = model.training
+    model.eval()
+    logp = torch.empty(len(ids), dtype=torch.float32)
+    layers = torch.empty(len(ids), dtype=torch.long)
+    cache = model.new_cache()
+    try:
+        for t in range(len(ids)):
+            position = torch.tensor([cache.length], device=device)
+            h = model.encode(ids[t : t + 1].view(1, 1).to(device), cache=cache, exit_layer=min_layer)
+            layer = min_layer
+            logits = model.head_logits(h)[0, -1].float()
+            while layer < model.n_layers and logits.softmax(-1).max() < threshold:
+                h = model.continue_encode(h, position, from_layer=layer, to_layer=layer + 1, cache=cache)
+                layer += 1
+                logits = model.head_logits(h)[0, -1].float()
+            logp[t] = logits.log_softmax(-1)[int(targets[t].clamp(min=0))]
+            layers[t] = layer
+    finally:
+        model.train(was_training)
+    return logp, layers

@@ -18,6 +18,10 @@ EPILOG = """studies:
            built-in corpus at equal tokens (docs/knob_studies.md)
   optimizer AdamW vs Muon at equal tokens, a 3-point learning-rate sweep each (docs/knob_studies.md)
   distill  a student alone vs distilled from a teacher trained on 3x the tokens (docs/knob_studies.md)
+  conditional  dense tiny-1m vs LayerSkip (full, exit at a layer, confidence exit), pause tokens
+           and mixture-of-depths at equal tokens on the built-in corpus: FLOPs spent per token
+           (counted), tokens/s, bits per byte, the grammar's minimal pairs and BLiMP when the data
+           folder has it; writes results.{md,json,png} (docs/conditional.md)
   byte     train BPE tied and untied, byte-token and byte-pooled models with the same core on the
            same text at equal bytes seen; report embedding+head and total parameters, bits per
            byte, BLiMP, training bytes/s and peak memory (docs/byte_study.md)
@@ -76,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.study == "compress":
         return _compress_study(args, BPE_VOCAB)
+    if args.study == "conditional":
+        return _conditional_study(args)
     out = Path(args.out or f"runs/studies/{args.study}")
     if args.study in STUDY_VARIANTS:  # knob studies train on the built-in corpus: no data folder
         run_knob_study(args.study, args.budget, out, args.device, args.threads, not args.no_progress)
@@ -110,4 +116,20 @@ def _compress_study(args: argparse.Namespace, bpe_vocab: int) -> int:
     run_compress_study(CompressStudySettings(budget=args.budget, out=Path(args.out or "runs/studies/compress"),
                                              device=resolve_device(args.device), threads=args.threads,
                                              progress=not args.no_progress))
+    return 0
+
+
+def _conditional_study(args: argparse.Namespace) -> int:
+    from stlm.datadir import data_dir
+    from stlm.device import resolve_device
+    from stlm.study.conditional import ARMS, ConditionalSettings, run_conditional_study
+
+    if args.seeds != 1 or args.paper_vocab or args.gpt2:
+        raise UserError("the conditional study runs one seed (1337) and takes no --seeds, --paper-vocab or --gpt2")
+    arms = tuple(a.strip() for a in args.models.split(",") if a.strip()) if args.models else tuple(ARMS)
+    root = data_dir(args.data_dir)  # BLiMP is scored when the data folder has it
+    run_conditional_study(ConditionalSettings(
+        budget=args.budget, out=Path(args.out or "runs/studies/conditional"),
+        data_root=root.resolve() if root is not None else None, arms=arms,
+        device=str(resolve_device(args.device)), threads=args.threads, progress=not args.no_progress))
     return 0

@@ -66,39 +66,68 @@ def count_parameters(model: nn.Module, flops: bool = True) -> ParamReport:
     return report
 
 
+class FlopCounter:
+    """Counts, while active (`with FlopCounter(model, context) as c:`), the matmul parameter uses
+    of every `nn.Linear` call and `extra_matmul_params` module, and the attention-score work of
+    every attention call costed at `context` keys (default: the model's context length), for any
+    computation the model performs: a training batch, a scoring pass, an early exit, a decode.
+    With `tokens`, the length of the sequences being run, an attention call over fewer positions
+    (a routed block sees only its routed tokens as keys) is costed at that share of `context`."""
+
+    def __init__(self, model: nn.Module, context: int | None = None, tokens: int | None = None):
+        self.model, self.context, self.tokens = model, context or model.cfg.context_length, tokens
+        self.matmul_uses = 0  # parameter uses in matmuls, summed over rows
+        self.attention_uses = 0.0  # n_heads * head_dim * attended keys, summed over attention rows
+        self._hooks: list = []
+
+    def _count(self, module: nn.Module, args, _output) -> None:
+        rows = args[0].shape[:-1].numel() if args and torch.is_tensor(args[0]) else 0
+        if isinstance(module, nn.Linear):
+            self.matmul_uses += module.weight.numel() * rows
+        self.matmul_uses += getattr(module, "extra_matmul_params", 0) * rows
+        if getattr(module, "component_kind", None) == "attention":
+            seen = args[0].shape[-2] / self.tokens if self.tokens else 1.0  # 1 unless some positions only
+            self.attention_uses += module.n_heads * module.head_dim * self.context * seen * rows
+
+    def __enter__(self) -> "FlopCounter":
+        self._hooks = [m.register_forward_hook(self._count) for m in self.model.modules()
+                       if isinstance(m, nn.Linear) or hasattr(m, "extra_matmul_params")
+                       or getattr(m, "component_kind", None) == "attention"]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    @property
+    def inference_flops(self) -> int:
+        """Forward FLOPs: 2 per matmul parameter use, 4 * d_attn * keys per attention row
+        (scores and the weighted sum of values)."""
+        return 2 * self.matmul_uses + round(4 * self.attention_uses)
+
+    @property
+    def training_flops(self) -> int:
+        """Forward and backward: three times the forward (6 per parameter use, 12 per attention)."""
+        return 6 * self.matmul_uses + round(12 * self.attention_uses)
+
+
 @torch.no_grad()
 def count_flops(model: nn.Module, context: int | None = None, tokens: int = 16) -> tuple[int, int]:
     """(matmul parameter uses per token, training FLOPs per token) measured on one forward pass
-    of a training batch of `tokens` positions, with attention scores costed at `context`
+    of a training batch of `tokens` positions, in training mode (a routed block then runs exactly
+    its capacity; the RNG is restored afterwards), with attention scores costed at `context`
     (default: the model's context length)."""
-    cfg = model.cfg
-    context = context or cfg.context_length
-    tokens = min(tokens, cfg.context_length)
-    uses = [0]
-    attention = [0]
-
-    def count(module: nn.Module, args, _output) -> None:
-        rows = args[0].shape[:-1].numel() if args and torch.is_tensor(args[0]) else 0
-        if isinstance(module, nn.Linear):
-            uses[0] += module.weight.numel() * rows
-        uses[0] += getattr(module, "extra_matmul_params", 0) * rows
-        if getattr(module, "component_kind", None) == "attention":
-            seen = args[0].shape[-2] / tokens  # 1 unless the block runs on some positions only
-            attention[0] += 12 * module.n_heads * module.head_dim * context * seen * rows
-
-    hooks = [m.register_forward_hook(count) for m in model.modules()
-             if isinstance(m, nn.Linear) or hasattr(m, "extra_matmul_params")
-             or getattr(m, "component_kind", None) == "attention"]
+    tokens = min(tokens, model.cfg.context_length)
     was_training = model.training
     device = next(model.parameters()).device
     model.train()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
-            model(ids, ids)  # with targets: the heads' training computation counts too
+            with FlopCounter(model, context, tokens) as counter:
+                model(ids, ids)  # with targets: the heads' training computation counts too
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
-    per_token = uses[0] // tokens
-    return per_token, 6 * per_token + round(attention[0]) // tokens
+    per_token = counter.matmul_uses // tokens
+    return per_token, 6 * per_token + round(12 * counter.attention_uses) // tokens

@@ -6,4 +6,5 @@ STUDIES = {"sllama": "Tied vs untied Llama, SLlama and its component ablations",
            "schedule": "Learning-rate and dropout schedules on the built-in corpus",
            "optimizer": "AdamW vs Muon at equal tokens, three learning rates each",
            "distill": "A student with and without a teacher trained longer",
-           "byte": "BPE tied/untied vs byte tokens vs STLM's byte-pooled model at equal bytes"}
+           "byte": "BPE tied/untied vs byte tokens vs STLM's byte-pooled model at equal bytes",
+           "conditional": "Dense vs LayerSkip early/confidence exit vs pause tokens vs mixture-of-depths"}

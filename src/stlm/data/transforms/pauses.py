@@ -19,8 +19,10 @@ from stlm.data.transforms.base import batch_transform
 from stlm.models.components.pause import PAUSE_ID
 
 
-def insert_pauses(batch: Batch, fraction: float, rng: np.random.Generator) -> Batch:
-    """`batch` with round(fraction * T) pauses inserted per row at random places, cut to T."""
+def insert_pauses(batch: Batch, fraction: float, rng: np.random.Generator, keep_length: bool = True) -> Batch:
+    """`batch` with round(fraction * T) pauses inserted per row at random places, cut to T
+    (`keep_length=False`: not cut, every row T + round(fraction * T) long, so every target of the
+    batch is still scored, as an evaluation over the same text needs)."""
     if batch.extras:
         raise ValueError(f"pause insertion cannot shift the batch extras {sorted(batch.extras)}; "
                          "train pauses with a model whose batches carry ids and targets only")
@@ -36,11 +38,12 @@ def insert_pauses(batch: Batch, fraction: float, rng: np.random.Generator) -> Ba
             i += [int(batch.ids[r, pos])] + [PAUSE_ID] * k
             t += [IGNORE_INDEX] * k + [int(batch.targets[r, pos])]
             m += [False] * k + [bool(mask[r, pos])]
-            if len(i) >= length:
+            if keep_length and len(i) >= length:
                 break
-        ids.append(i[:length])
-        targets.append(t[:length])
-        keep.append(m[:length])
+        cut = length if keep_length else len(i)
+        ids.append(i[:cut])
+        targets.append(t[:cut])
+        keep.append(m[:cut])
     return Batch(torch.tensor(ids, dtype=batch.ids.dtype), torch.tensor(targets, dtype=batch.targets.dtype),
                  torch.tensor(keep, dtype=torch.bool))
 
