@@ -153,7 +153,9 @@ def measure_bpb(model: torch.nn.Module, batches: list, byte_lengths: np.ndarray,
     nll, tokens, nbytes, layers = 0.0, 0, 0, 0
     scorer = scorer_for(model, mode)
     model.eval()
-    with torch.no_grad(), FlopCounter(model, context=max(b.ids.shape[1] for b in batches)) as counter:
+    width = max(b.ids.shape[1] for b in batches)  # a routed block's attention is costed at its share
+    per_call = None if mode.kind == "confidence" else width  # token by token: one position per call
+    with torch.no_grad(), FlopCounter(model, context=width, tokens=per_call) as counter:
         start = time.perf_counter()
         for b in batches:
             scored = b.targets != IGNORE_INDEX
