@@ -5,8 +5,12 @@ and the table, JSON and plot are written; a rerun reuses the trained arms."""
 import json
 
 import pytest
+import torch
 
 from stlm.cli import main
+from stlm.models import build_model
+from stlm.runs import load_run
+from stlm.train.setup import seed_everything
 from stlm.study.conditional import ARMS, ConditionalSettings, run_conditional_study
 
 SMALL = ("model.d_model=32", "model.n_heads=2", "model.d_ff=64", "model.n_layers=4",
@@ -16,7 +20,7 @@ SMALL = ("model.d_model=32", "model.n_heads=2", "model.d_ff=64", "model.n_layers
 
 @pytest.mark.slow
 def test_conditional_study_measures_compute_and_quality_per_mode(tmp_path):
-    s = ConditionalSettings(budget=0.01, out=tmp_path / "study", arms=("dense", "layerskip", "pause"),
+    s = ConditionalSettings(budget=0.005, out=tmp_path / "study", arms=("dense", "layerskip", "pause"),
                             threads=1, progress=False,
                             overrides=(*SMALL, f"data.cache_dir={tmp_path / 'cache'}"))
     results = run_conditional_study(s, echo=lambda line: None)
@@ -29,6 +33,11 @@ def test_conditional_study_measures_compute_and_quality_per_mode(tmp_path):
     exits = [rows[("layerskip", f"exit-{e}")]["flops_per_token"] for e in (1, 2, 3)]
     assert exits == sorted(exits) and exits[-1] < rows[("layerskip", "full")]["flops_per_token"] == dense
     assert rows[("pause", "pauses-2")]["flops_per_token"] > rows[("pause", "no-pauses")]["flops_per_token"] == dense
+    pause_run = load_run(rows[("pause", "no-pauses")]["run_dir"], "last", torch.device("cpu"))
+    seed_everything(pause_run.cfg.seed)  # as the trainer does before building the model
+    initial = build_model(pause_run.cfg.model, pause_run.tokenizer)
+    # the trainer inserted pauses: only pauses in its batches give the pause vector a gradient
+    assert not torch.allclose(pause_run.model.pause.vector, initial.pause.vector, atol=1e-4)
     conf = rows[("layerskip", "conf-0.5")]
     assert 1 <= conf["mean_layers"] <= 4 and conf["pairs"] is None
     assert all(0 <= r["pairs"] <= 1 for r in results["rows"] if r["pairs"] is not None)

@@ -1,10 +1,10 @@
 """Pause tokens (Goyal et al., 2023): insertion in training batches (no loss on pauses, every real
 target kept), a learnable pause embedding that keeps the model causal and its KV cache exact,
-K pauses after the prompt in generation and before each continuation in scoring, honest bits per
-byte, and the trainer training the pause vector."""
+K pauses after the prompt in generation and before each continuation in scoring, and honest bits
+per byte. (That the trainer inserts pauses and trains the pause vector is checked by the
+conditional study's test, which trains the pause preset.)"""
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,23 +142,3 @@ def test_bits_per_byte_counts_real_targets_only(one_thread):
 def test_bad_pause_settings_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         compose_config(["model=tiny-1m-pause", override])
-
-
-@pytest.mark.slow
-def test_training_inserts_pauses_and_learns_the_pause_vector(tmp_path):
-    from stlm.runs import load_run
-    from stlm.train import run_training
-
-    overrides = [f"runs_dir={tmp_path / 'runs'}", "run_name=p", "model=tiny-1m-pause", "model.d_model=32",
-                 "model.n_layers=2", "model.n_heads=2", "model.d_ff=64", "model.context_length=32",
-                 "data.sources.0.max_documents=300", "data.tokenizer.kind=byte", f"data.cache_dir={tmp_path / 'cache'}",
-                 "train.context_length=32", "train.batch_size=4", "train.max_steps=6", "train.warmup_steps=1",
-                 "train.eval_every=6", "train.eval_batches=1", "train.checkpoint_every=6", "train.progress=false",
-                 "train.threads=1", "eval.final_val_batches=1", "eval.pairs_per_paradigm=2", "eval.sample_tokens=4"]
-    cfg = compose_config(overrides)
-    torch.manual_seed(cfg.seed)
-    initial = build_model(cfg.model, 257).pause.vector.detach().clone()
-    summary = run_training(cfg, echo=lambda s: None)
-    trained = load_run(Path(summary["run_dir"]), "last", torch.device("cpu")).model.pause.vector
-    assert not torch.allclose(trained, initial)  # only pauses in the batches give it a gradient
-    assert np.isfinite(summary["val_bpb"])
