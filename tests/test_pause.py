@@ -142,3 +142,11 @@ def test_bits_per_byte_counts_real_targets_only(one_thread):
 def test_bad_pause_settings_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         compose_config(["model=tiny-1m-pause", override])
+
+
+def test_a_pause_model_has_no_llama_twin_to_export():
+    from stlm.hf.llama import check_llama_compatible
+
+    check_llama_compatible(compose_config(["model=tiny-1m"]).model)
+    with pytest.raises(ValueError, match="pause_tokens=0"):
+        check_llama_compatible(compose_config(["model=tiny-1m-pause"]).model)

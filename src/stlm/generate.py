@@ -59,7 +59,8 @@ def generate_ids(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, *
     was_training = model.training
     model.eval()
     # pause tokens (Goyal et al., 2023): a model trained with them gets K after the prompt
-    ids = list(prompt_ids) + [model.pause_id] * getattr(model, "pause_tokens", 0)
+    pauses = getattr(model, "pause_tokens", 0)
+    ids = list(prompt_ids) + ([model.pause_id] * pauses if pauses else [])
     out: list[int] = []
     cache, feed = None, ids
     by_token = getattr(model, "generates_by_token", False)  # a byte decoder spells each token

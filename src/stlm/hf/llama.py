@@ -28,14 +28,16 @@ HF_NAMES = [  # (our name pattern, HF name pattern)
 def check_llama_compatible(cfg: ModelConfig) -> None:
     plain = (cfg.embedder == "token" and cfg.positions == "rope" and cfg.norm == "rmsnorm"
              and cfg.attention == "gqa" and cfg.ffn == "swiglu" and cfg.head == "token" and not cfg.bias
-             and not cfg.qk_norm and not cfg.logit_softcap and cfg.sharing.layers == "none"
+             and not cfg.qk_norm and not cfg.logit_softcap and not cfg.pause_tokens
+             and cfg.sharing.layers == "none"
              and cfg.sharing.ffn == "none"
              and (cfg.mod.capacity == 1.0 or cfg.mod.every > cfg.n_layers)
              and all(c == 1.0 for c in cfg.mod.per_layer))
     if not plain:
         raise ValueError(f"model '{cfg.name}' is not a plain Llama (embedder=token, positions=rope, "
                          "norm=rmsnorm, attention=gqa, ffn=swiglu, head=token, bias=false, qk_norm=false, "
-                         "logit_softcap=null, no weight sharing, mod.capacity=1); it has no LlamaForCausalLM twin")
+                         "logit_softcap=null, no weight sharing, mod.capacity=1, pause_tokens=0); it has no "
+                         "LlamaForCausalLM twin")
 
 
 def is_plain_llama(cfg: ModelConfig) -> bool:

@@ -28,16 +28,17 @@ def insert_pauses(batch: Batch, fraction: float, rng: np.random.Generator, keep_
                          "train pauses with a model whose batches carry ids and targets only")
     rows, length = batch.ids.shape
     n = round(fraction * length)
-    mask = torch.ones_like(batch.ids, dtype=torch.bool) if batch.loss_mask is None else batch.loss_mask
+    mask = (torch.ones_like(batch.ids, dtype=torch.bool) if batch.loss_mask is None else batch.loss_mask).tolist()
+    in_ids, in_targets = batch.ids.tolist(), batch.targets.tolist()
     ids, targets, keep = [], [], []
     for r in range(rows):
         runs = np.bincount(rng.integers(0, length, size=n), minlength=length) if n else np.zeros(length, int)
         i, t, m = [], [], []
         for pos in range(length):
             k = int(runs[pos])
-            i += [int(batch.ids[r, pos])] + [PAUSE_ID] * k
-            t += [IGNORE_INDEX] * k + [int(batch.targets[r, pos])]
-            m += [False] * k + [bool(mask[r, pos])]
+            i += [in_ids[r][pos]] + [PAUSE_ID] * k
+            t += [IGNORE_INDEX] * k + [in_targets[r][pos]]
+            m += [False] * k + [mask[r][pos]]
             if keep_length and len(i) >= length:
                 break
         cut = length if keep_length else len(i)
