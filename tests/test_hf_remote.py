@@ -41,7 +41,7 @@ PRESET_DIR = Path(__file__).resolve().parents[1] / "src/stlm/config/conf/model"
 # are one architecture; `test_one_preset_of_each_architecture_is_exported` keeps this list whole).
 ARCHITECTURES = ["baseline", "byte_token", "gpt2", "learned_pe", "llama_modern", "llama_pwa", "llama_rrhp",
                  "llama_shared", "llama_shared_lora", "llama_spmlp", "simple_ffn", "sincos_pe", "sllama",
-                 "sllama_noshare", "tiny-1m-layerskip", "tiny-1m-mod", "tiny-1m-mtp"]
+                 "sllama_noshare", "tiny-1m-layerskip", "tiny-1m-mod", "tiny-1m-mtp", "tiny-1m-pause"]
 UNEXPORTABLE = ["byte_pooled", "byte_pooled_query"]  # the byte decoder head (see the refusal test)
 # Not a preset: the byte-pooled embedder under a token head, on a BPE whose id -> bytes table
 # (filled from the tokenizer, not a weight) must travel with the export.
