@@ -91,3 +91,18 @@ def test_trainer_drives_the_rotation_by_step_and_resume_repeats_it(tmp_path):
     for r in train[20:]:
         assert resumed[r["step"]] == {**r, "tok_per_s": resumed[r["step"]]["tok_per_s"],
                                       "elapsed_s": resumed[r["step"]]["elapsed_s"]}
+
+
+def test_logging_every_few_steps_reads_back_terms_that_only_some_steps_report(tmp_path):
+    """The trainer reads losses back once per log window; under a rotation the steps of a window
+    report different exit terms, and each logged record keeps its own step's terms."""
+    from stlm.train import run_training
+    from stlm.train.metrics import read_metrics
+
+    overrides = grammar_overrides(tmp_path, "sparse", "tiny-1m-layerskip", "model.early_exit_curriculum=rotational",
+                                  "model.early_exit_rotation=2", "train.max_steps=10", "train.log_every=5",
+                                  "train.eval_every=10", "train.checkpoint_every=10", "eval.minimal_pairs=false")
+    summary = run_training(compose_config(overrides), echo=lambda s: None)
+    train = {r["step"]: r for r in read_metrics(Path(summary["run_dir"]) / "metrics.jsonl") if "lr" in r}
+    assert sorted(train) == [5, 10]
+    assert "aux.exit_1" in train[5] and "aux.exit_1" not in train[10]  # 0-based steps 4 (even) and 9

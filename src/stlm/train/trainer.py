@@ -196,8 +196,12 @@ class Trainer:
         ranks in one all-reduce, each step checked in order (non-finite, then blow-up); returns the
         last step's numbers. Every rank calls it at the same steps."""
         rt = self.rt
-        keys = [k for k, v in window[0][1].items() if isinstance(v, torch.Tensor)]
-        stacked = torch.stack([torch.stack([out[k].float() for k in keys]) for _, out in window])
+        # steps may report different terms (an exit curriculum trains some exits only): the union,
+        # with a zero where a step lacks a term (never read back into that step's numbers)
+        keys = list(dict.fromkeys(k for _, out in window for k, v in out.items() if isinstance(v, torch.Tensor)))
+        zero = torch.zeros((), device=rt.device)
+        stacked = torch.stack([torch.stack([out[k].float() if k in out else zero for k in keys])
+                               for _, out in window])
         rows = rt.mean(stacked).tolist()
         values: dict[str, float] = {}
         for (step, out), row in zip(window, rows):
