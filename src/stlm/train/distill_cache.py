@@ -32,6 +32,7 @@ import torch
 
 from stlm.errors import UserError
 from stlm.fileio import atomic_folder
+from stlm.train.checkpoint import sha256_file
 from stlm.train.distill import teacher_topk
 from stlm.train.teacher import teacher_identity
 
@@ -56,14 +57,6 @@ def windows_digest(tokens, starts: np.ndarray, context: int, chunk: int = 4096) 
     h = hashlib.sha256(starts.astype("<i8").tobytes())
     for i in range(0, len(starts), chunk):
         h.update(_window_tokens(tokens, starts[i:i + chunk], context).astype("<i8").tobytes())
-    return h.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()
 
 
@@ -101,7 +94,7 @@ def build_cache(out: str | Path, teacher_model: torch.nn.Module, teacher: str, d
             name = f"shard-{n:05d}.safetensors"
             save_file({"starts": torch.from_numpy(part), "logprobs": torch.cat(logprobs), "ids": torch.cat(ids)},
                       str(tmp / name))
-            manifest["shards"].append({"file": name, "windows": len(part), "sha256": _file_sha256(tmp / name)})
+            manifest["shards"].append({"file": name, "windows": len(part), "sha256": sha256_file(tmp / name)})
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return out
 
@@ -128,7 +121,7 @@ class TopkCache:
         parts = []
         for shard in manifest["shards"]:
             file = self.path / shard["file"]
-            if not file.is_file() or _file_sha256(file) != shard["sha256"]:
+            if not file.is_file() or sha256_file(file) != shard["sha256"]:
                 raise UserError(f"the teacher cache {self.path} is corrupt: {file.name} is missing or changed; "
                                 "delete the folder to build it again")
             try:

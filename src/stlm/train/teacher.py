@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from stlm.errors import UserError
-from stlm.train.checkpoint import CHECKPOINTS_DIR, MODEL_FILE, latest_checkpoint
+from stlm.train.checkpoint import CHECKPOINTS_DIR, MODEL_FILE, latest_checkpoint, sha256_file
 
 # Text that exercises letters, digits, punctuation, whitespace runs and multi-byte UTF-8.
 PROBE_TEXT = ("Once upon a time, 3 little cats sat on the mat... \"Why?\" asked Tom.\n\n"
@@ -48,13 +48,10 @@ def teacher_files(path: str | Path) -> list[Path]:
 
 
 def teacher_identity(path: str | Path) -> str:
-    """sha256 over the teacher's defining files (names and bytes)."""
+    """sha256 over the teacher's defining files (each name and its file's sha256)."""
     h = hashlib.sha256()
     for f in teacher_files(path):
-        h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        h.update(f"{f.name}\0{sha256_file(f)}\0".encode())
     return h.hexdigest()
 
 

@@ -15,6 +15,7 @@ is written, so the last checkpoint is the last good one (and a blown-up one is n
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -91,11 +92,12 @@ class Trainer:
         tokens_per_step = t.batch_size * t.grad_accum * self.context * self.rt.world_size
         self.budget = plan_budget(t, tokens_per_step)
         planned = self.budget.total_steps * tokens_per_step if self.budget.total_steps is not None else None
-        compile_now = should_compile(t, self.rt.device, planned,
-                                     lambda: training_flops_per_token(self.model, self.context))
-        # FLOPs per token for MFU (a GPU with a known peak only), counted on the whole model
+        # FLOPs per token, counted once on the whole model, when the compile decision or MFU (a GPU
+        # with a known peak only) needs them
+        flops = functools.cache(lambda: training_flops_per_token(self.model, self.context))
+        compile_now = should_compile(t, self.rt.device, planned, flops)
         self.peak_flops = device_peak_flops(self.rt.device)
-        self.flops_per_token = training_flops_per_token(self.model, self.context) if self.peak_flops else 0.0
+        self.flops_per_token = flops() if self.peak_flops else 0.0
         if self.sharded:
             if t.babylm_checkpoints:
                 raise UserError("train.babylm_checkpoints is not supported with train.parallel=fsdp; "
@@ -205,7 +207,8 @@ class Trainer:
         rows = rt.mean(stacked).tolist()
         values: dict[str, float] = {}
         for (step, out), row in zip(window, rows):
-            values = {k: (row[keys.index(k)] if k in keys else v) for k, v in out.items()}
+            read = dict(zip(keys, row))
+            values = {k: read.get(k, v) for k, v in out.items()}
             objective = values.get("objective", values["loss"])
             if not math.isfinite(objective):
                 self._diverged(f"the training loss is {objective} at step {step}")
