@@ -29,8 +29,8 @@ def tok():
 
 def small(preset="byte_pooled", **kw):
     cfg = compose_config([f"model={preset}"]).model
-    return dataclasses.replace(cfg, d_model=32, n_layers=2, n_heads=4, d_ff=64, byte_dim=32,
-                               byte_heads=2, byte_chunk_max=8, context_length=32, **kw)
+    return dataclasses.replace(cfg, **{**dict(d_model=32, n_layers=2, n_heads=4, d_ff=64, byte_dim=32, byte_heads=2,
+                                              byte_chunk_max=8, context_length=32), **kw})
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +176,37 @@ def test_byte_pooled_trains_and_eval_bpb_equals_the_training_runs(tmp_path, caps
     assert main(["eval", summary["run_dir"], "--tasks", "bpb", "--batch-size", "8"]) == 0
     evaluated = json.loads((Path(summary["run_dir"]) / "eval" / "bpb.json").read_text())
     assert evaluated["bpb"] == pytest.approx(summary["val_bpb"], rel=1e-4)
+
+
+def test_logits_are_every_ids_chunk_log_probability(one_thread):
+    """`forward`'s logits over the vocabulary are log p(chunk + EOC) of every id, the numbers the
+    scoring call gives one target at a time; ids with no chunk (padding rows) are -inf; they sum
+    to at most 1, and the remainder column of an export makes them a distribution."""
+    from stlm.hf.modeling_stlm import with_remainder
+    from stlm.tokenizers import BPETokenizer
+
+    bpe = BPETokenizer.train(["the cat sat on the mat; the dog ran to the cat. " * 30], 270)
+    torch.manual_seed(0)
+    model = build_model(small(byte_chunk_max=16, pad_vocab_to=64), bpe).eval()
+    spelled = model.head.chunks.lengths > 0
+    assert model.vocab_size > bpe.vocab_size and int(spelled.sum()) == bpe.vocab_size
+    assert int(model.head.chunks.lengths.max()) > 2  # multi-byte chunks, grouped by length
+    ids = torch.tensor([bpe.encode("the cat sat on the mat")])
+    with torch.no_grad():
+        logits = model(ids).logits
+        h = model.encode(ids)[0]
+        every = torch.arange(model.vocab_size)[spelled]
+        one_by_one, _ = model.target_logprobs(h.repeat_interleave(len(every), 0), every.repeat(h.shape[0]))
+    assert logits.shape == (1, ids.shape[1], model.vocab_size) and model.logits_are_logprobs
+    torch.testing.assert_close(logits[0][:, spelled], one_by_one.view(h.shape[0], -1), rtol=0, atol=1e-5)
+    assert torch.isneginf(logits[..., ~spelled]).all()
+    total = logits.logsumexp(-1)
+    assert (total < 0).all() and (total > -20).all()  # a real share of the mass, never more than all
+    full = with_remainder(logits)
+    torch.testing.assert_close(full.logsumexp(-1), torch.zeros_like(total), rtol=0, atol=1e-6)
+    torch.testing.assert_close(full.log_softmax(-1)[..., : model.vocab_size], logits, rtol=0, atol=1e-6)
+    with torch.no_grad():  # training computes the loss, not these logits
+        out = model(ids, torch.roll(ids, -1, 1))
+    assert out.logits is None and not model.logits_in_training
+    targets = torch.roll(ids, -1, 1)[0]
+    torch.testing.assert_close(out.loss, -logits[0].gather(-1, targets[:, None]).mean(), rtol=0, atol=1e-5)

@@ -91,6 +91,24 @@ def test_bad_distillation_settings_are_refused(override, message):
         compose_config(override)
 
 
+def test_a_student_without_training_logits_is_refused_before_any_teacher_loads():
+    """The byte decoder computes no logits over the vocabulary in training (one decoder pass per
+    id and position), which distillation matches: refused by name, not a shape error mid-run."""
+    from stlm.models import build_model
+    from stlm.train.losses import build_distillation_loss
+
+    cfg = compose_config(["model=byte_pooled", "train.loss=distill", "train.distill.teacher=runs/none",
+                          "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=null",
+                          "model.d_ff=64", "model.vocab_size=300"])
+    student = build_model(cfg.model)
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher must not be loaded")
+
+    with pytest.raises(UserError, match="model.head=byte_decoder computes no logits over the vocabulary in training"):
+        build_distillation_loss(student, cfg, torch.device("cpu"), None, load_run=no_teacher)
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end: a BPE teacher run, its export, students
 # ---------------------------------------------------------------------------------------------

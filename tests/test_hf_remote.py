@@ -2,7 +2,8 @@
 remote-code folders carrying stlm's model code, all loaded back in a fresh Python where stlm cannot
 be imported. Logits equal ours, shared weights are one tensor again with our values, nothing is
 reported missing, and `generate()` (with and without a cache) continues greedily as we do; lm-eval's
-`hf` backend scores an SLlama export item by item as `stlm eval` scores the run."""
+`hf` backend scores an SLlama export and a byte-level export item by item as `stlm eval` scores the
+run."""
 
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PRESET_DIR = Path(__file__).resolve().parents[1] / "src/stlm/config/conf/model"
 # One preset per architecture of the zoo (presets differing only in size, dropout or initialisation
 # are one architecture; `test_one_preset_of_each_architecture_is_exported` keeps this list whole).
-ARCHITECTURES = ["baseline", "byte_token", "gpt2", "learned_pe", "llama_modern", "llama_pwa", "llama_rrhp",
-                 "llama_shared", "llama_shared_lora", "llama_spmlp", "simple_ffn", "sincos_pe", "sllama",
-                 "sllama_noshare", "tiny-1m-layerskip", "tiny-1m-mod", "tiny-1m-mtp", "tiny-1m-pause"]
-UNEXPORTABLE = ["byte_pooled", "byte_pooled_query"]  # the byte decoder head (see the refusal test)
+ARCHITECTURES = ["baseline", "byte_pooled", "byte_pooled_query", "byte_token", "gpt2", "learned_pe", "llama_modern",
+                 "llama_pwa", "llama_rrhp", "llama_shared", "llama_shared_lora", "llama_spmlp", "simple_ffn",
+                 "sincos_pe", "sllama", "sllama_noshare", "tiny-1m-layerskip", "tiny-1m-mod", "tiny-1m-mtp",
+                 "tiny-1m-pause"]
+BYTE_DECODER = ["byte_pooled", "byte_pooled_query"]  # exported on a BPE, so chunks have several bytes
 # Not a preset: the byte-pooled embedder under a token head, on a BPE whose id -> bytes table
 # (filled from the tokenizer, not a weight) must travel with the export.
 BYTE_POOLED_TOKEN_HEAD = "byte_pooled-token-head"
@@ -98,11 +100,13 @@ def exports(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("zoo")
     done = {}
+    bpe = BPETokenizer.train(["Once upon a time, the tiny cat sat on a mat. " * 40], 300)
     for case in CASES:
         if case == BYTE_POOLED_TOKEN_HEAD:
-            bpe = BPETokenizer.train(["Once upon a time, the tiny cat sat on a mat. " * 40], 300)
             run = _random_run(root, "byte_pooled", bpe, "model.head=token", "data.tokenizer.kind=bpe",
                               "model.byte_chunk_max=48", name=case)
+        elif case in BYTE_DECODER:
+            run = _random_run(root, case, bpe, "data.tokenizer.kind=bpe", "model.byte_chunk_max=48")
         else:
             run = _random_run(root, case)
         out = root / "hf" / case
@@ -122,7 +126,7 @@ def exports(tmp_path_factory):
             ties = {"lm_head.weight": "model.embed_tokens.weight"} if ours.cfg.tie_embeddings else {}
             state = {}
         expected = {"ids": ids, "logits": logits, "loss": loss, "greedy": _greedy(ours, ids, NEW_TOKENS), "ties": ties,
-                    "state": state, "remote": remote}
+                    "state": state, "remote": remote, "logprobs": ours.logits_are_logprobs}
         torch.save(expected, root / "hf" / f"{case}.expected.pt")
         done[case] = (out, expected)
     return done
@@ -149,7 +153,12 @@ for folder in sys.argv[2:]:
     tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     ids = want["ids"]
     with torch.no_grad():
-        diff = (model(ids).logits - want["logits"]).abs().max().item()
+        logits, ours = model(ids).logits, want["logits"]
+        vocab = ours.shape[-1]
+        scored = logits.log_softmax(-1)[..., :vocab] if want["logprobs"] else logits[..., :vocab]
+        same_inf = torch.equal(torch.isneginf(scored), torch.isneginf(ours))  # ids with no chunk
+        finite = torch.isfinite(ours)
+        diff = (scored[finite] - ours[finite]).abs().max().item() if same_inf else float("inf")
         loss_diff = abs(model(ids, labels=ids).loss.item() - want["loss"].item())
         kw = dict(max_new_tokens=len(want["greedy"]) - ids.shape[1], do_sample=False)
         cached = model.generate(ids, use_cache=True, **kw)[0].tolist()
@@ -161,7 +170,7 @@ for folder in sys.argv[2:]:
     wrong = [k for k, v in want["state"].items() if not torch.equal(values[k], v)]
     report[folder.name] = {
         "class": type(model).__name__, "missing": sorted(info["missing_keys"]),
-        "unexpected": sorted(info["unexpected_keys"]), "logit_diff": diff, "loss_diff": loss_diff, "broken_ties": ties,
+        "unexpected": sorted(info["unexpected_keys"]), "logit_diff": diff, "width": logits.shape[-1], "loss_diff": loss_diff, "broken_ties": ties,
         "wrong_values": wrong, "generate_cached": cached == want["greedy"],
         "generate_uncached": uncached == want["greedy"], "tokenizer": tok(sys.argv[1]).input_ids,
     }
@@ -190,6 +199,8 @@ def test_every_zoo_architecture_round_trips_without_stlm(case, exports, reloaded
     assert got["class"] == ("StlmForCausalLM" if want["remote"] else "LlamaForCausalLM")
     assert (out / ENTRY_FILE).is_file() == want["remote"]
     assert got["missing"] == [] and got["unexpected"] == []  # nothing newly initialised or dropped
+    # a head of log-probabilities gets the remainder column, so that a softmax gives exactly ours
+    assert got["width"] == want["logits"].shape[-1] + want["logprobs"]
     assert got["logit_diff"] <= 1e-4 and got["loss_diff"] <= 1e-4  # labels: the training loss
     assert got["broken_ties"] == [] and got["wrong_values"] == []
     assert got["generate_cached"] and got["generate_uncached"]
@@ -215,7 +226,7 @@ def test_one_preset_of_each_architecture_is_exported():
         for knob in ("name", "dropout", "init_std", "zero_init_projections"):  # not the architecture
             shape.pop(knob)
         first_of.setdefault(json.dumps(shape, sort_keys=True), preset)
-    assert sorted(first_of.values()) == sorted(ARCHITECTURES + UNEXPORTABLE)
+    assert sorted(first_of.values()) == sorted(ARCHITECTURES)
 
 
 def test_the_zoo_exercises_both_routes_and_every_kind_of_sharing(exports):
@@ -247,12 +258,9 @@ def test_unexportable_runs_are_refused_with_the_reason(tmp_path):
     from stlm.tokenizers import BPETokenizer
     from stlm.tokenizers.chunked import with_chunk_limit
 
-    run = _random_run(tmp_path, "byte_pooled", None, "model.byte_chunk_max=4")
-    with pytest.raises(UserError, match="byte spelling, not as logits over the vocabulary"):
-        export_run(run, tmp_path / "hf")
     chunked = with_chunk_limit(BPETokenizer.train(["the cat sat on the mat, then the cat ran " * 50], 300), 2)
     run = _random_run(tmp_path / "chunked", "tiny-1m", chunked)
-    with pytest.raises(UserError, match="splits tokens longer than 2 bytes"):
+    with pytest.raises(UserError, match="splits tokens longer than 2 bytes.*max_chunk_bytes=null"):
         export_run(run, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
 
@@ -274,6 +282,40 @@ def test_lm_eval_hf_backend_scores_a_remote_code_export_as_stlm_eval_scores_the_
     run = _random_run(tmp_path, "sllama", None, "model.context_length=256")
     export_run(run, tmp_path / "hf")
     ours = load_run(run)
+    lm = HFLM(pretrained=str(tmp_path / "hf"), trust_remote_code=True, batch_size=8, device="cpu",
+              dtype="float32")
+    task = TASKS["blimp"]
+    records = [r for r in select_subset(task.records(require_shared("")), 8, "blimp")
+               if r.subtask in ("adjunct_island", "npi_present_1")]
+    (tmp_path / "tasks").mkdir()
+    tasks, order = harness_tasks("blimp", records, tmp_path / "tasks")
+    items, _, _ = assert_items_agree(task, records, tasks, order, ours.model, ours.tokenizer, batch_size=8,
+                                     lm=lm, tolerance=1e-4)
+    assert len(items) == 16
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore")
+def test_lm_eval_hf_backend_scores_a_byte_decoder_export_as_stlm_eval_scores_the_run(tmp_path):
+    """The byte-level model, whose head spells each token: lm-eval's `hf` backend takes a softmax
+    over the export's logits (every id's spelling log-probability and the remainder column) and
+    must find, item by item on BLiMP, the chunk log-probabilities `stlm eval` sums."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.models.huggingface import HFLM
+
+    from conftest import require_shared
+    from harness_agreement import assert_items_agree
+    from stlm.eval.harness import harness_tasks
+    from stlm.eval.runner import select_subset
+    from stlm.eval.tasks import TASKS
+    from stlm.tokenizers import BPETokenizer
+
+    bpe = BPETokenizer.train(["Who should the guests that Mary met praise? The dogs were not barking. " * 30], 300)
+    run = _random_run(tmp_path, "byte_pooled", bpe, "data.tokenizer.kind=bpe", "model.byte_chunk_max=48",
+                      "model.context_length=256")
+    export_run(run, tmp_path / "hf")
+    ours = load_run(run)
+    assert ours.model.logits_are_logprobs
     lm = HFLM(pretrained=str(tmp_path / "hf"), trust_remote_code=True, batch_size=8, device="cpu",
               dtype="float32")
     task = TASKS["blimp"]

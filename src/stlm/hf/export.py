@@ -2,7 +2,7 @@
 
 A plain-Llama run becomes `LlamaForCausalLM` (config.json + model.safetensors), loadable with no
 custom code. Every other architecture (weight sharing, LoRA, SLlama's parts, GPT-2-style parts,
-multi-token and early-exit heads, ...) becomes a remote-code folder: `StlmForCausalLM`
+multi-token and early-exit heads, the byte-level model, ...) becomes a remote-code folder: `StlmForCausalLM`
 (`stlm.hf.modeling_stlm`) with stlm's model code copied beside it (`stlm.hf.remote_code`) and
 `auto_map` in config.json, loadable with `trust_remote_code=True` where stlm is not installed.
 What no transformers causal LM can express is refused with the reason (`check_exportable`).
@@ -60,14 +60,12 @@ def check_exportable(model, tokenizer) -> None:
         raise UserError("this run was compressed into per-layer widths, factorised or quantised layers "
                         "(model.compression), which the exported model cannot rebuild; magnitude, nm and "
                         "drop-layers outputs export, or export the run before that step")
-    if model.generates_by_token:
-        raise UserError(f"model.head={model.cfg.head} predicts each next token as a byte spelling, not "
-                        "as logits over the vocabulary, which is what a transformers causal LM returns "
-                        "(to generate() and lm-eval); this head cannot be exported")
     if getattr(tokenizer, "split", None):
         raise UserError(f"the run's tokenizer splits tokens longer than {tokenizer.max_chunk_bytes} bytes "
                         "(data.tokenizer.max_chunk_bytes), which a transformers tokenizer cannot express; "
-                        "only runs whose tokenizer splits no token export")
+                        "only runs whose tokenizer splits no token export (train with "
+                        "data.tokenizer.max_chunk_bytes=null and model.byte_chunk_max at least the "
+                        "tokenizer's longest token)")
 
 
 def _write_all(loaded, tmp: Path, out: Path, babylm: bool) -> None:

@@ -74,9 +74,15 @@ def model_card(loaded: LoadedRun, meta: dict[str, Any], repo_name: str, remote_c
     if remote_code:
         lines += ["The model's code (stlm's, copied into this folder: `modeling_stlm.py` and the "
                   "`stlm_*.py` modules) runs with `trust_remote_code=True`; stlm need not be installed.", ""]
+    if loaded.model.logits_are_logprobs:
+        lines += [f"The head spells each next token byte by byte, so its logits are log p(the id's bytes, end of "
+                  f"chunk): one byte-decoder pass per id and position (cheap for a small vocabulary, slow on a CPU "
+                  f"for GPT-2's). The extra last column, id {loaded.model.vocab_size}, is no token: it holds the "
+                  f"probability of byte spellings that are no id, so a softmax gives the model's probabilities "
+                  f"unchanged, and generation never picks it (`suppress_tokens`).", ""]
     lines += ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
               f'model = AutoModelForCausalLM.from_pretrained("{repo_name}"{trust})',
-              f'tokenizer = AutoTokenizer.from_pretrained("{repo_name}")', "```", ""]
+              f'tokenizer = AutoTokenizer.from_pretrained("{repo_name}"{trust})', "```", ""]
     return "\n".join(lines)
 
 

@@ -17,7 +17,14 @@ exactly the model stlm trained, in a Python without stlm.
   with the weights.
 - `forward` returns `CausalLMOutputWithPast` (with `labels`, HF-style unshifted, the model's own
   training loss); `generate()` works, with transformers' key/value cache driving the model's own
-  cache calls (`_CacheView`). Padding is refused: the model attends to every earlier position.
+  cache calls (`_CacheView`) and `logits_to_keep` sparing the prompt's logits. Padding is
+  refused: the model attends to every earlier position.
+- A head whose logits are already log-probabilities summing to at most 1 (the byte decoder: the
+  rest is byte spellings that are no id) gets one more column, id `vocab_size`, holding
+  log(1 - their sum) (`with_remainder`): a softmax then returns exactly the model's probabilities,
+  so lm-eval scores what `stlm eval` scores. No tokenizer id is that column, and generation never
+  picks it (`suppress_tokens`); greedy decoding takes the most probable id, where stlm's own
+  generation spells a chunk byte by byte.
 """
 
 from __future__ import annotations
@@ -122,6 +129,14 @@ def seen_positions(cache) -> int:
     return getattr(cache, "stlm_length", None) or cache.get_seq_length()
 
 
+def with_remainder(logprobs: torch.Tensor) -> torch.Tensor:
+    """log-probabilities (..., V) summing to at most 1, with log(1 - their sum) appended (..., V + 1)
+    (-inf where rounding makes the sum reach 1)."""
+    total = logprobs.double().logsumexp(-1, keepdim=True)
+    rest = torch.log((-torch.expm1(total)).clamp(min=0))
+    return torch.cat([logprobs, rest.to(logprobs.dtype)], dim=-1)
+
+
 def aliases(module: torch.nn.Module) -> dict[str, str]:
     """{state-dict name: the first name of the same tensor} for every tensor `module` shares."""
     first: dict[int, str] = {}
@@ -160,6 +175,8 @@ class StlmForCausalLM(PreTrainedModel, GenerationMixin):
         alias_map = aliases(self)
         self._tied_weights_keys = {f"^{re.escape(k)}$": v for k, v in alias_map.items()}  # save: keep one
         self.post_init()
+        if self.model.logits_are_logprobs:  # the remainder column is no token
+            self.generation_config.suppress_tokens = [config.vocab_size]
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
         """Every alias of a shared tensor -> its first name (transformers reads them on load)."""
@@ -176,9 +193,10 @@ class StlmForCausalLM(PreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cache=None, labels: torch.Tensor | None = None, use_cache: bool | None = None,
-                past_key_values=None, **kwargs) -> CausalLMOutputWithPast:
+                past_key_values=None, logits_to_keep: int = 0, **kwargs) -> CausalLMOutputWithPast:
         """Logits (B, T, vocab) for input_ids (B, T), continuing the ids in `cache` (transformers
-        >= 5.24's name; `past_key_values` before it); with `labels`, the training loss."""
+        >= 5.24's name; `past_key_values` before it), of the last `logits_to_keep` positions only
+        when it is not 0; with `labels`, the training loss."""
         if attention_mask is not None and not bool(attention_mask.all()):
             raise ValueError("stlm models attend to every earlier position and take no padding "
                              "(attention_mask must be all ones); run sequences of unequal length one by one")
@@ -188,11 +206,20 @@ class StlmForCausalLM(PreTrainedModel, GenerationMixin):
             cache = DynamicCache()
         view = _CacheView(cache) if use_cache else None
         if labels is None:
-            out = self.model(input_ids, cache=view)
+            out = self.model(input_ids, cache=view, logits="last" if logits_to_keep == 1 else "all")
+            logits = out.logits[:, -logits_to_keep:] if logits_to_keep > 1 else out.logits
         else:
+            if view is not None and view.length and not self.model.logits_in_training:
+                raise ValueError("labels with a filled cache are not supported for this head (it computes "
+                                 "no logits in training); pass the whole sequence without a cache")
             targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
             out = self.model(input_ids, targets, cache=view)
-        return CausalLMOutputWithPast(loss=out.loss, logits=out.logits, **{CACHE_FIELD: cache if use_cache else None})
+            logits = out.logits
+            if logits is None:  # a head that computes none in training: a second pass, no cache
+                logits = self.model(input_ids).logits
+        if self.model.logits_are_logprobs:
+            logits = with_remainder(logits)
+        return CausalLMOutputWithPast(loss=out.loss, logits=logits, **{CACHE_FIELD: cache if use_cache else None})
 
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                                       use_cache: bool = True, **kwargs) -> dict:
@@ -201,5 +228,6 @@ class StlmForCausalLM(PreTrainedModel, GenerationMixin):
         if use_cache and cache is not None:
             input_ids = input_ids[:, seen_positions(cache):]
             attention_mask = None  # the cache holds the earlier positions
-        return {"input_ids": input_ids, "attention_mask": attention_mask, CACHE_FIELD: cache, "use_cache": use_cache}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, CACHE_FIELD: cache, "use_cache": use_cache,
+                "logits_to_keep": kwargs.get("logits_to_keep", 0)}
 

@@ -4,8 +4,10 @@ The model is single-device and pure: distribution, compilation and mixed precisi
 trainer's business (`stlm.train.setup`). Its public calls are the whole contract the rest of stlm
 uses (nothing outside `stlm.models` touches the embedder, core or head):
 
-- `forward(ids, targets=None, ...) -> ModelOutput`: logits, and with targets the training loss,
-  the next-token loss and named auxiliary losses; per-layer hidden states on request.
+- `forward(ids, targets=None, ...) -> ModelOutput`: logits over the vocabulary, and with targets
+  the training loss, the next-token loss and named auxiliary losses; per-layer hidden states on
+  request. `logits_are_logprobs`: the byte decoder's logits are log p(id) already, summing to at
+  most 1 (the rest is spellings that are no id), and are not computed in training.
 - `encode(ids, cache=...)`: the final hidden states (a KV cache continues earlier ids), and
   `target_logprobs(hidden, targets)`: log p(target) and whether it is the argmax. Together they
   are `logprobs(ids, targets)`, the one scoring call behind bits per byte, zero-shot tasks and the
@@ -91,6 +93,18 @@ class LanguageModel(nn.Module):
         for module in self.modules():
             if module is not self and hasattr(module, "set_training_progress"):
                 module.set_training_progress(step, progress)
+
+    @property
+    def logits_are_logprobs(self) -> bool:
+        """Whether the logits are already log-probabilities of the ids, summing to at most 1 (the
+        byte decoder: the rest is byte spellings that are no id), instead of scores to softmax."""
+        return getattr(self.head, "LOGITS_ARE_LOGPROBS", False)
+
+    @property
+    def logits_in_training(self) -> bool:
+        """Whether `forward` with targets returns logits too (the byte decoder's cost one decoder
+        pass per id and position, so it returns the loss only)."""
+        return getattr(self.head, "LOGITS_IN_TRAINING", True)
 
     @property
     def generates_by_token(self) -> bool:
@@ -181,8 +195,9 @@ class LanguageModel(nn.Module):
                 loss_mask: torch.Tensor | None = None, cache: KVCache | None = None,
                 positions: torch.Tensor | None = None, output_hidden_states: bool = False,
                 logits: str = "all") -> ModelOutput:
-        """Run the model on ids (B, T). With `targets` (B, T), the output carries the loss.
-        `logits`: "all" positions, only the "last" (decoding) or "none" (when not training)."""
+        """Run the model on ids (B, T). With `targets` (B, T), the output carries the loss (and the
+        logits, unless the head computes none in training: the byte decoder). `logits`: "all"
+        positions, only the "last" (decoding) or "none" (when not training)."""
         if logits not in LOGITS:
             raise ValueError(f"logits must be one of {LOGITS}, got {logits!r}")
         wants_states = targets is not None and getattr(self.head, "wants_hidden_states", False)
@@ -191,7 +206,7 @@ class LanguageModel(nn.Module):
                               aux=core_aux)
         out = ModelOutput(hidden_states=states if output_hidden_states else None)
         if targets is not None:
-            out.logits = self.head(h)
+            out.logits = self.head(h) if self.logits_in_training else None
             extra = {"hidden_states": states} if wants_states else {}
             head_loss = self.head.loss(h, targets, loss_mask, logits=out.logits, **extra)
             for name, (value, weight) in core_aux.items():

@@ -125,6 +125,10 @@ def build_distillation_loss(model: nn.Module, cfg: RunConfig, device: torch.devi
                         "or a transformers model folder")
     if load_run is None:
         raise ValueError("build_distillation_loss needs load_run (stlm.runs.load_run) to load the teacher")
+    if not model.logits_in_training:
+        raise UserError(f"model.head={model.cfg.head} computes no logits over the vocabulary in training (one "
+                        "decoder pass per id and position), which distillation matches; distil into a model "
+                        "with a token head")
     if d.top_k is not None and d.top_k > model.vocab_size:
         raise UserError(f"train.distill.top_k={d.top_k} exceeds the vocabulary ({model.vocab_size} ids)")
     if d.cache and Path(d.cache).exists():  # the cache is checked against the teacher's files instead

@@ -10,9 +10,14 @@ chunk's length. Chunk symbols and the end-of-text symbol are defined in `stlm.da
 
 The probability of a token is the probability of its chunk: p(b_0 .. b_{n-1}, EOC | h), a product
 of n + 1 symbol probabilities. `loss` is its mean negative log over positions (nats per token,
-comparable with a token head's), `target_logprobs` its log; bits per byte follow exactly. Logits
-(`forward`) are the distribution of the chunk's first symbol. Generation (`sample_token`) spells a
-chunk byte by byte, restricted to the tokenizer's chunks and to valid UTF-8.
+comparable with a token head's), `target_logprobs` its log; bits per byte follow exactly.
+`forward` gives it for every id at once, the head's logits over the vocabulary: log-probabilities
+(`LOGITS_ARE_LOGPROBS`), -inf for ids with no chunk. Chunks end with EOC, so no spelling is a
+prefix of another and they sum to at most 1; the rest is the probability of spellings that are
+no id, which bits per byte counts as lost, never renormalised away. They cost one decoder pass
+per id and position, so training does not compute them (`LOGITS_IN_TRAINING`). Generation
+(`sample_token`) spells a chunk byte by byte, restricted to the tokenizer's chunks and to valid
+UTF-8: cheap, whatever the vocabulary's size.
 """
 
 from __future__ import annotations
@@ -30,10 +35,14 @@ from stlm.models.output import HeadLoss
 from stlm.models.registry import register
 
 ROWS_PER_CHUNK = 8192  # chunks decoded at once when scoring
+SYMBOLS_PER_CALL = 131072  # chunk symbols decoded at once for the logits of every id
 
 
 @register("head", "byte_decoder")
 class ByteDecoderHead(nn.Module):
+    LOGITS_ARE_LOGPROBS = True  # forward: log p(id), summing to at most 1 (see the module docstring)
+    LOGITS_IN_TRAINING = False  # one decoder pass per id and position: only when asked for
+
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
         self.vocab_size = vocab_size
@@ -75,10 +84,21 @@ class ByteDecoderHead(nn.Module):
         return (nll * real).sum(1), hit.all(1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits of the next chunk's first symbol (..., N_SYMBOLS)."""
+        """log p(chunk of id + EOC | h) for every id (..., vocab) in float32, -inf where an id has no
+        chunk; ids of similar chunk length are decoded together, SYMBOLS_PER_CALL symbols at a time."""
         flat = h.reshape(-1, h.shape[-1])
-        empty = torch.zeros(flat.shape[0], 0, dtype=torch.long, device=h.device)
-        return self.symbol_logits(flat, empty)[:, 0].view(*h.shape[:-1], N_SYMBOLS)
+        out = torch.full((flat.shape[0], self.vocab_size), float("-inf"), dtype=torch.float32, device=h.device)
+        lengths = self.chunks.lengths
+        spelled = torch.nonzero(lengths > 0)[:, 0]
+        for group in length_groups(lengths[spelled]):
+            width = int(lengths[spelled[group]].max()) + 1  # symbols decoded per chunk
+            for ids in spelled[group].split(max(1, SYMBOLS_PER_CALL // width)):
+                per_call = max(1, SYMBOLS_PER_CALL // (width * len(ids)))  # positions decoded with them
+                for start in range(0, flat.shape[0], per_call):
+                    rows = flat[start : start + per_call]
+                    nll, _ = self._chunk_nll(rows.repeat_interleave(len(ids), 0), ids.repeat(len(rows)))
+                    out[start : start + len(rows), ids] = -nll.view(len(rows), len(ids))
+        return out.view(*h.shape[:-1], self.vocab_size)
 
     def loss(self, h: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor | None = None,
              logits: torch.Tensor | None = None) -> HeadLoss:
