@@ -265,11 +265,9 @@ def test_unexportable_runs_are_refused_with_the_reason(tmp_path):
     assert not (tmp_path / "hf").exists()
 
 
-@pytest.mark.shared_data
-@pytest.mark.filterwarnings("ignore")
-def test_lm_eval_hf_backend_scores_a_remote_code_export_as_stlm_eval_scores_the_run(tmp_path):
-    """SLlama (PWA, SPMLP, RRHP, one shared layer) on BLiMP, item by item: lm-eval's `hf` backend
-    loading the export with trust_remote_code, against `stlm eval`'s scoring of the run."""
+def _assert_lm_eval_scores_the_export_as_stlm_eval(run: Path, tmp_path: Path) -> None:
+    """lm-eval's `hf` backend, loading `run`'s export with trust_remote_code, scores 16 BLiMP items
+    (two paradigms) as `stlm eval` scores the run: log-likelihoods within 1e-4, same metrics."""
     pytest.importorskip("lm_eval")
     from lm_eval.models.huggingface import HFLM
 
@@ -279,7 +277,6 @@ def test_lm_eval_hf_backend_scores_a_remote_code_export_as_stlm_eval_scores_the_
     from stlm.eval.runner import select_subset
     from stlm.eval.tasks import TASKS
 
-    run = _random_run(tmp_path, "sllama", None, "model.context_length=256")
     export_run(run, tmp_path / "hf")
     ours = load_run(run)
     lm = HFLM(pretrained=str(tmp_path / "hf"), trust_remote_code=True, batch_size=8, device="cpu",
@@ -292,6 +289,14 @@ def test_lm_eval_hf_backend_scores_a_remote_code_export_as_stlm_eval_scores_the_
     items, _, _ = assert_items_agree(task, records, tasks, order, ours.model, ours.tokenizer, batch_size=8,
                                      lm=lm, tolerance=1e-4)
     assert len(items) == 16
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore")
+def test_lm_eval_hf_backend_scores_a_remote_code_export_as_stlm_eval_scores_the_run(tmp_path):
+    """SLlama (PWA, SPMLP, RRHP, one shared layer) on BLiMP, item by item."""
+    run = _random_run(tmp_path, "sllama", None, "model.context_length=256")
+    _assert_lm_eval_scores_the_export_as_stlm_eval(run, tmp_path)
 
 
 @pytest.mark.shared_data
@@ -300,29 +305,10 @@ def test_lm_eval_hf_backend_scores_a_byte_decoder_export_as_stlm_eval_scores_the
     """The byte-level model, whose head spells each token: lm-eval's `hf` backend takes a softmax
     over the export's logits (every id's spelling log-probability and the remainder column) and
     must find, item by item on BLiMP, the chunk log-probabilities `stlm eval` sums."""
-    pytest.importorskip("lm_eval")
-    from lm_eval.models.huggingface import HFLM
-
-    from conftest import require_shared
-    from harness_agreement import assert_items_agree
-    from stlm.eval.harness import harness_tasks
-    from stlm.eval.runner import select_subset
-    from stlm.eval.tasks import TASKS
     from stlm.tokenizers import BPETokenizer
 
     bpe = BPETokenizer.train(["Who should the guests that Mary met praise? The dogs were not barking. " * 30], 300)
     run = _random_run(tmp_path, "byte_pooled", bpe, "data.tokenizer.kind=bpe", "model.byte_chunk_max=48",
                       "model.context_length=256")
-    export_run(run, tmp_path / "hf")
-    ours = load_run(run)
-    assert ours.model.logits_are_logprobs
-    lm = HFLM(pretrained=str(tmp_path / "hf"), trust_remote_code=True, batch_size=8, device="cpu",
-              dtype="float32")
-    task = TASKS["blimp"]
-    records = [r for r in select_subset(task.records(require_shared("")), 8, "blimp")
-               if r.subtask in ("adjunct_island", "npi_present_1")]
-    (tmp_path / "tasks").mkdir()
-    tasks, order = harness_tasks("blimp", records, tmp_path / "tasks")
-    items, _, _ = assert_items_agree(task, records, tasks, order, ours.model, ours.tokenizer, batch_size=8,
-                                     lm=lm, tolerance=1e-4)
-    assert len(items) == 16
+    assert load_run(run).model.logits_are_logprobs
+    _assert_lm_eval_scores_the_export_as_stlm_eval(run, tmp_path)
